@@ -1,0 +1,31 @@
+# Every target makes .venv (CPU torch wheel, the package and its pinned dependencies) first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check --quiet
+STAMP  := $(VENV)/.installed
+export MUJOCO_GL ?= egl
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/system-deps.sh
+	bash scripts/system-deps.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -c constraints.txt -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/crl demo
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --durations=15 tests
+
+bench: $(STAMP)
+	$(PY) experiments/bench_envs.py --write
+	$(PY) experiments/bench_replay.py --write
+	$(PY) experiments/bench_encoders.py --write
+
+clean:
+	rm -rf $(VENV) *.egg-info

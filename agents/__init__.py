@@ -1,0 +1,1 @@
+"""One file per algorithm; each defines its Config dataclass (paper defaults) and its Agent."""

@@ -1,0 +1,54 @@
+"""What every benchmark script shares: the machine line, the command, and BENCHMARKS.md sections."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_line() -> str:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}; "
+            f"date {datetime.date.today().isoformat()}; 1-min load average before the run {load:.2f}.")
+
+
+def command_line() -> str:
+    """The command that produced a result, with paths relative to the repository."""
+    def relative(path: str) -> str:
+        resolved = Path(path).resolve() if os.sep in path else Path(path)
+        return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else Path(path).name
+
+    return shlex.join([relative(sys.executable), relative(sys.argv[0]), *sys.argv[1:]])
+
+
+def write_section(title: str, body: str, path: Path = BENCHMARKS) -> None:
+    """Replaces (or appends) the `## title` section atomically, keeping every other section."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"## {title}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(title)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
