@@ -1,0 +1,88 @@
+"""Actor-critic parts against closed forms and torch.distributions."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import distributions as D
+
+from crl.rl import (DeterministicActor, TanhGaussianActor, Temperature, TwinQ, linear_schedule,
+                    n_step_target, noisy_action, soft_update, tanh_gaussian_log_prob)
+
+
+def test_tanh_gaussian_log_prob_matches_transformed_distribution():
+    torch.manual_seed(0)
+    mu, std = torch.randn(64, 3), torch.rand(64, 3) + 0.1
+    u = mu + std * torch.randn(64, 3)
+    reference = D.TransformedDistribution(D.Normal(mu, std), [D.TanhTransform()])
+    expected = reference.log_prob(torch.tanh(u)).sum(-1)
+    torch.testing.assert_close(tanh_gaussian_log_prob(u, mu, std), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_tanh_gaussian_log_prob_finite_where_tanh_saturates():
+    u = torch.tensor([[30.0, -30.0]])
+    value = tanh_gaussian_log_prob(u, torch.zeros(1, 2), torch.ones(1, 2))
+    assert torch.isfinite(value).all()
+
+
+def test_actor_actions_in_bounds_and_log_std_bounded():
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(5, 2, (32,), log_std_bounds=(-5.0, 2.0))
+    features = torch.randn(100, 5) * 100
+    action, log_prob = actor(features)
+    assert action.abs().max() <= 1 and log_prob.shape == (100,)
+    _, std = actor.distribution(features)
+    assert std.min() >= np.exp(-5.0) - 1e-6 and std.max() <= np.exp(2.0) + 1e-5
+    deterministic, _ = actor(features, deterministic=True)
+    mu, _ = actor.distribution(features)
+    torch.testing.assert_close(deterministic, torch.tanh(mu))
+
+
+def test_soft_update_is_polyak():
+    torch.manual_seed(0)
+    source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = copy.deepcopy(target)
+    soft_update(target, source, tau=0.1)
+    for t, b, s in zip(target.parameters(), before.parameters(), source.parameters()):
+        torch.testing.assert_close(t, 0.9 * b + 0.1 * s)
+
+
+def test_n_step_target():
+    reward = torch.tensor([1.0, 2.0, 0.5])
+    discount = torch.tensor([0.99**3, 0.0, 0.99])  # a full window, a terminal, a truncated window
+    next_value = torch.tensor([10.0, 10.0, 10.0])
+    torch.testing.assert_close(n_step_target(reward, discount, next_value),
+                               torch.tensor([1.0 + 0.99**3 * 10, 2.0, 0.5 + 0.99 * 10]))
+
+
+def test_twin_q_heads_are_independent():
+    torch.manual_seed(0)
+    q = TwinQ(4, 2, (16,))
+    q1, q2 = q(torch.randn(8, 4), torch.randn(8, 2))
+    assert q1.shape == q2.shape == (8,)
+    assert not torch.allclose(q1, q2)
+    q1.sum().backward()
+    assert all(p.grad is None for p in q.q2.parameters())
+
+
+def test_temperature_moves_towards_target_entropy():
+    temperature = Temperature(0.1, target_entropy=-1.0)
+    low_entropy_log_prob = torch.full((10,), 5.0)  # entropy -5 < target -1: alpha must grow
+    temperature.loss(low_entropy_log_prob).backward()
+    assert temperature.log_alpha.grad < 0  # gradient descent raises log alpha
+    temperature.log_alpha.grad = None
+    temperature.loss(torch.full((10,), -5.0)).backward()
+    assert temperature.log_alpha.grad > 0
+
+
+def test_linear_schedule_and_noise():
+    assert linear_schedule(1.0, 0.1, 100, 0) == 1.0
+    assert linear_schedule(1.0, 0.1, 100, 50) == pytest.approx(0.55)
+    assert linear_schedule(1.0, 0.1, 100, 500) == pytest.approx(0.1)
+    torch.manual_seed(0)
+    mean = torch.zeros(10000, 1)
+    noisy = noisy_action(mean, std=1.0, clip=0.3)
+    assert noisy.abs().max() <= 0.3 + 1e-6 and noisy.std() > 0.2
+    actor = DeterministicActor(3, 2, (8,))
+    assert actor(torch.randn(5, 3) * 100).abs().max() <= 1
