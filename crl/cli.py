@@ -1,27 +1,85 @@
-"""The `crl` command."""
+"""The `crl` command: train, eval, list, demo."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from crl import envs
+    from crl import envs, registry
 
     if args.what == "envs":
         for suite in envs.SUITES:
             ids = envs.env_ids(suite)
             print(f"# {suite} ({len(ids)})")
-            for env_id in ids:
-                print(env_id)
+            print("\n".join(ids))
+    elif args.what == "agents":
+        print("\n".join(sorted(registry.AGENTS)))
+    else:
+        for name in sorted(registry.AGENTS):
+            for preset, values in registry.presets(name).items():
+                settings = " ".join(f"{k}={v}" for k, v in values.items())
+                print(f"{name} {preset}: {settings}")
+    return 0
+
+
+def default_logdir(agent: str, env_id: str, seed: int) -> Path:
+    return Path("runs") / f"{agent}_{env_id.replace(':', '_')}_s{seed}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from crl import envs, train
+    from crl.config import parse_assignments
+
+    overrides = parse_assignments(args.set or [])
+    for name in ("frames", "seed", "device", "env"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.resume:
+        return cmd_resume(args, overrides)
+    if args.env is None:
+        raise ValueError("crl train needs --env ID (or --resume RUN_DIR); `crl list envs` prints the ids")
+    envs.check_env_id(args.env)
+    run, agent_config = train.build_configs(args.agent, args.preset, overrides)
+    logdir = Path(args.logdir) if args.logdir else default_logdir(args.agent, run.env, run.seed)
+    result = train.train(args.agent, run, agent_config, logdir)
+    print(f"final evaluation ({run.eval_episodes} episodes): {json.dumps(result)}; run directory: {logdir}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, overrides: dict) -> int:
+    from crl import train
+    from crl.checkpoint import CheckpointError
+
+    run_dir = Path(args.resume)
+    config = train.read_run_config(run_dir)
+    if args.agent != config["agent"]:
+        raise CheckpointError(f"{run_dir} was trained by agent {config['agent']!r}, not {args.agent!r}")
+    changed = {k: v for k, v in overrides.items() if k not in train.RESUMABLE_FIELDS}
+    changed = {k: v for k, v in changed.items() if str(config["run"].get(k, config["agent_config"].get(k))) != str(v)}
+    if changed or args.preset:
+        raise CheckpointError(f"cannot change {', '.join(changed) or 'the preset'} when resuming {run_dir}; "
+                              f"only {', '.join(sorted(train.RESUMABLE_FIELDS))} may change")
+    result = train.resume(run_dir, frames=int(overrides["frames"]) if "frames" in overrides else None)
+    print(f"final evaluation: {json.dumps(result)}; run directory: {run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from crl import train
+
+    result = train.evaluate_checkpoint(args.path, episodes=args.episodes, video=args.video)
+    print(json.dumps(result))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from crl.demo import run_demo
 
-    run_demo(args.logdir, env_id=args.env, seed=args.seed)
+    run_demo(args.logdir, seed=args.seed)
     return 0
 
 
@@ -29,13 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crl", description="Contrastive reinforcement-learning agents.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="list environments (and, later, agents and presets)")
-    p.add_argument("what", choices=["envs"])
+    p = sub.add_parser("train", help="train an agent online (or continue a run with --resume)")
+    p.add_argument("agent", help="agent name; `crl list agents`")
+    p.add_argument("--env", help="environment id; `crl list envs`")
+    p.add_argument("--preset", help="named preset; `crl list presets`")
+    p.add_argument("--frames", type=int, help="budget in frames (action repeat counted)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--logdir", help="run directory (default runs/AGENT_ENV_sSEED)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
+    p.add_argument("--set", nargs="*", metavar="FIELD=VALUE", help="override any config field")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run directory's latest checkpoint, or a checkpoint file")
+    p.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--video", action="store_true", help="save an mp4 of the first episode")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("list", help="list agents, environments or presets")
+    p.add_argument("what", choices=["agents", "envs", "presets"])
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("demo", help="the README's main job on an embedded default")
+    p = sub.add_parser("demo", help="the README's main job: train SAC on a DMC task in minutes")
     p.add_argument("--logdir", default="runs/demo")
-    p.add_argument("--env", default="dmc:cartpole-swingup")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser
@@ -45,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
         # Errors about the user's input are printed plainly, not as a traceback.
         print(f"crl: error: {error}", file=sys.stderr)
         return 2

@@ -18,7 +18,8 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: target <- (1 - tau) * target + tau * source (parameters only)."""
     target_params = list(target.parameters())
     source_params = list(source.parameters())
-    torch._foreach_lerp_(target_params, source_params, tau)
+    if target_params:  # an nn.Identity encoder (state-based agents) has none
+        torch._foreach_lerp_(target_params, source_params, tau)
 
 
 def n_step_target(reward: Tensor, discount: Tensor, next_value: Tensor) -> Tensor:

@@ -1,0 +1,93 @@
+"""Typed configs: dataclasses with paper defaults, presets, `--set field=value` overrides.
+
+An unknown field, from the command line, a preset or a config file, is an error naming the valid
+ones: a typo must never fall back silently to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def field_names(config_cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(config_cls)]
+
+
+def unknown_field_error(name: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(name, valid, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"unknown config field {name!r} in {where}.{hint} Valid fields: {', '.join(sorted(valid))}")
+
+
+def _coerce(value: Any, annotation: Any, name: str) -> Any:
+    """Converts a string from the command line (or a YAML scalar) to the field's type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or (origin is not None and type(None) in args):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], name)
+    if origin in (tuple, list):
+        items = value.split(",") if isinstance(value, str) else list(value)
+        item_type = args[0] if args else str
+        converted = [_coerce(v, item_type, name) for v in items if v != ""]
+        return tuple(converted) if origin is tuple else converted
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"field {name!r} expects a boolean, got {value!r}")
+    if annotation in (int, float, str):
+        try:
+            if annotation is int and isinstance(value, str):
+                return int(float(value)) if "e" in value.lower() else int(value)
+            return annotation(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"field {name!r} expects {annotation.__name__}, got {value!r}") from None
+    return value
+
+
+def replace(config, overrides: dict[str, Any], where: str):
+    """A copy of `config` with `overrides` applied, values coerced to the fields' types."""
+    hints = typing.get_type_hints(type(config))
+    valid = field_names(type(config))
+    changes = {}
+    for name, value in overrides.items():
+        if name not in valid:
+            raise unknown_field_error(name, valid, where)
+        changes[name] = _coerce(value, hints[name], name)
+    return dataclasses.replace(config, **changes)
+
+
+def from_dict(config_cls, values: dict[str, Any], where: str):
+    return replace(config_cls(), values, where)
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, str]:
+    """`["lr=1e-3", "hidden_dims=256,256"]` -> {"lr": "1e-3", "hidden_dims": "256,256"}."""
+    parsed = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--set expects field=value, got {item!r}")
+        parsed[name.strip()] = value.strip()
+    return parsed
+
+
+def to_dict(config) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out

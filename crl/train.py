@@ -1,0 +1,387 @@
+"""Online and offline training loops, evaluation, step accounting, checkpoints and resume.
+
+Three counters (DESIGN.md): `frames` (simulator steps, action repeat counted; budgets are in
+frames), `agent_steps` (decisions, summed over vector envs) and `updates` (gradient steps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crl import envs
+from crl.checkpoint import CheckpointManager, load_checkpoint
+from crl.config import ConfigError, field_names, from_dict, to_dict, unknown_field_error
+from crl.logger import Logger, Progress, save_video, write_config
+from crl.registry import agent_module
+from crl.replay import EpisodeReplay
+
+
+@dataclass
+class RunConfig:
+    """What the loop does; the agent's own hyperparameters live in its Config."""
+
+    env: str = "dmc:cheetah-run"
+    frames: int = 100_000
+    seed: int = 0
+    seed_frames: int = 4_000  # uniformly random actions before learning starts
+    update_every: int = 1  # agent steps (summed over envs) between rounds of updates
+    updates_per_round: int = 1
+    eval_every_frames: int = 10_000
+    eval_episodes: int = 10
+    replay_capacity: int = 1_000_000  # frames; 100k 84x84 RGB frames take about 2 GB
+    num_envs: int = 1
+    checkpoint_every_frames: int = 50_000  # 0: only at the end
+    keep_checkpoints: int = 2
+    video: bool = False
+    visuals: str = "standard"  # DMC only; "fast" is for smoke runs, never for reported numbers
+    action_repeat: int = 0  # DMC only; 0 = the task's standard repeat
+    terminal_on_life_loss: bool = False  # Atari training env only
+    device: str = "auto"
+
+
+# Fields that may differ between a checkpoint and the run that resumes or evaluates it.
+RESUMABLE_FIELDS = {"frames", "eval_every_frames", "eval_episodes", "checkpoint_every_frames",
+                    "keep_checkpoints", "video", "device"}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def split_settings(agent_name: str, settings: dict[str, Any], where: str) -> tuple[dict, dict]:
+    """Sends each field to RunConfig or to the agent's Config; unknown names are an error."""
+    module = agent_module(agent_name)
+    run_fields, agent_fields = set(field_names(RunConfig)), set(field_names(module.Config))
+    run, agent = {}, {}
+    for name, value in settings.items():
+        if name in run_fields:
+            run[name] = value
+        elif name in agent_fields:
+            agent[name] = value
+        else:
+            raise unknown_field_error(name, sorted(run_fields | agent_fields), where)
+    return run, agent
+
+
+def build_configs(agent_name: str, preset: str | None, overrides: dict[str, Any]):
+    """RunConfig and agent Config from paper defaults, then the preset, then the overrides."""
+    module = agent_module(agent_name)
+    presets = getattr(module, "PRESETS", {})
+    settings: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"unknown preset {preset!r} for agent {agent_name!r}; "
+                              f"presets: {', '.join(sorted(presets)) or 'none'}")
+        settings.update(presets[preset])
+    settings.update(overrides)
+    run, agent = split_settings(agent_name, settings, f"preset {preset!r} / --set" if preset else "--set")
+    return from_dict(RunConfig, run, "run config"), from_dict(module.Config, agent, f"{agent_name} config")
+
+
+def env_options(run: RunConfig, training: bool) -> dict[str, Any]:
+    suite = run.env.partition(":")[0]
+    if suite == "dmc":
+        options: dict[str, Any] = {"visuals": run.visuals}
+        return options | ({"action_repeat": run.action_repeat} if run.action_repeat else {})
+    if suite == "dmc-state" and run.action_repeat:
+        return {"action_repeat": run.action_repeat}
+    if suite == "atari":
+        return {"terminal_on_life_loss": run.terminal_on_life_loss and training}
+    return {}
+
+
+def frame_stack_of(env) -> int:
+    try:
+        return int(env.get_wrapper_attr("stack_size"))
+    except AttributeError:
+        return 1
+
+
+def evaluate(agent, env, episodes: int, seed: int, video_path: Path | None = None) -> dict[str, float]:
+    """Deterministic policy for `episodes` episodes; returns mean return (and success for goals)."""
+    returns, successes, final_successes, frames = [], [], [], []
+    for episode in range(episodes):
+        obs, info = env.reset(seed=seed + episode)
+        done, total, reached = False, 0.0, False
+        record = video_path is not None and episode == 0
+        if record:
+            frames.append(env.render())
+        while not done:
+            action = agent.act(batch_obs(obs), explore=False)[0]
+            obs, reward, terminated, truncated, info = env.step(action)
+            total += reward
+            reached = reached or bool(info.get("success", False))
+            done = terminated or truncated
+            if record:
+                frames.append(env.render())
+        returns.append(info.get("game_score", total))
+        successes.append(reached)
+        final_successes.append(bool(info.get("success", False)))
+    if video_path is not None and frames and frames[0] is not None:
+        save_video(video_path, frames)
+    metrics = {"episode_return": float(np.mean(returns)), "episode_return_std": float(np.std(returns))}
+    if "success" in info:
+        metrics |= {"success": float(np.mean(successes)), "final_success": float(np.mean(final_successes))}
+    return metrics
+
+
+def batch_obs(obs):
+    """Adds a batch axis to one observation (array or dict of arrays)."""
+    if isinstance(obs, dict):
+        return {k: np.asarray(v)[None] for k, v in obs.items()}
+    return np.asarray(obs)[None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class OnlineTrainer:
+    """Collects with vector envs into the replay, updates the agent, evaluates, checkpoints."""
+
+    def __init__(self, agent_name: str, run: RunConfig, agent_config, run_dir: str | Path):
+        self.agent_name, self.run, self.agent_config = agent_name, run, agent_config
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(run.device)
+        torch.set_flush_denormal(True)  # denormals made small CPU models ~10x slower (DESIGN.md)
+        seed_everything(run.seed)
+
+        self.env = envs.make_vector(run.env, run.num_envs, **env_options(run, training=True))
+        self.eval_env = envs.make(run.env, **env_options(run, training=False))
+        module = agent_module(agent_name)
+        self.agent = module.Agent(self.eval_env.observation_space, self.eval_env.action_space,
+                                  agent_config, device=self.device)
+        stack = frame_stack_of(self.eval_env)
+        self.replay = EpisodeReplay(run.replay_capacity, frame_stack=stack, num_streams=run.num_envs,
+                                    seed=run.seed)
+        self.counters = {"frames": 0, "agent_steps": 0, "updates": 0}
+        self.rng = np.random.default_rng(run.seed)
+        self.env.action_space.seed(run.seed)
+        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", keep=run.keep_checkpoints)
+        self.episode_returns = np.zeros(run.num_envs)
+        self.last_eval: dict[str, float] = {}
+        self.wall_start = time.time()
+
+    # -- configuration on disk ----------------------------------------------------------------
+
+    def config_dict(self) -> dict:
+        return {"agent": self.agent_name, "run": to_dict(self.run), "agent_config": to_dict(self.agent_config)}
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        payload = {
+            "agent": self.agent_name,
+            "config": self.config_dict(),
+            "counters": dict(self.counters),
+            "agent_state": self.agent.state_dict(),
+            "replay": self.replay.state_dict(),
+            "last_eval": dict(self.last_eval),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": self.rng.bit_generator.state,
+                "action_space": self.env.action_space.np_random.bit_generator.state,
+                "python": random.getstate(),
+            },
+        }
+        return self.checkpoints.save(payload, frames=self.counters["frames"])
+
+    def restore(self, payload: dict) -> None:
+        self.agent.load_state_dict(payload["agent_state"])
+        self.replay.load_state_dict(payload["replay"])
+        self.counters = dict(payload["counters"])
+        self.last_eval = dict(payload.get("last_eval", {}))
+        torch.set_rng_state(payload["rng"]["torch"])
+        self.rng.bit_generator.state = payload["rng"]["numpy"]
+        self.env.action_space.np_random.bit_generator.state = payload["rng"]["action_space"]
+        random.setstate(payload["rng"]["python"])
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def train(self, logger: Logger) -> dict[str, float]:
+        run = self.run
+        obs, _ = self.env.reset(seed=run.seed + self.counters["frames"])
+        for i in range(run.num_envs):
+            self.replay.add_first(take(obs, i), stream=i)
+        next_eval = (self.counters["frames"] // run.eval_every_frames + 1) * run.eval_every_frames
+        every = run.checkpoint_every_frames or run.frames
+        next_checkpoint = (self.counters["frames"] // every + 1) * every
+        progress = Progress(total=run.frames, initial=self.counters["frames"])
+        metrics: dict[str, float] = {}
+        fps_clock, fps_frames = time.time(), self.counters["frames"]
+        try:
+            while self.counters["frames"] < run.frames:
+                obs, done_metrics = self.step(obs)
+                if self.counters["frames"] >= run.seed_frames and self.counters["agent_steps"] % run.update_every < run.num_envs:
+                    for _ in range(run.updates_per_round):
+                        batch = self.replay.sample(self.agent_config.batch_size, kind=self.agent.batch_kind,
+                                                   device=self.device, **self.agent.sampler_options())
+                        self.counters["updates"] += 1
+                        metrics = self.agent.update(batch, self.counters["updates"])
+                for episode in done_metrics:
+                    elapsed = max(time.time() - fps_clock, 1e-9)
+                    fps = (self.counters["frames"] - fps_frames) / elapsed
+                    logger.log("train", self.counters, episode | metrics | {"fps": fps})
+                if self.counters["frames"] >= next_eval:
+                    self.evaluate_and_log(logger)
+                    next_eval += run.eval_every_frames
+                if self.counters["frames"] >= next_checkpoint:
+                    self.save()
+                    next_checkpoint += every
+                progress.update(self.counters["frames"], updates=self.counters["updates"],
+                                eval=self.last_eval.get("episode_return"))
+        finally:
+            progress.close()
+        if not self.last_eval or self.last_eval.get("frames") != self.counters["frames"]:
+            self.evaluate_and_log(logger)
+        self.save()
+        return self.last_eval
+
+    def step(self, obs):
+        """One vector step: act, store, count. Returns the next obs and finished-episode stats."""
+        if self.counters["frames"] < self.run.seed_frames:
+            action = self.env.action_space.sample()
+        else:
+            action = self.agent.act(obs, explore=True)
+        next_obs, reward, terminated, truncated, info = self.env.step(action)
+        finished = []
+        self.episode_returns += reward
+        for i in range(self.run.num_envs):
+            done = terminated[i] or truncated[i]
+            final = take(info["final_obs"][i], None) if done else take(next_obs, i)
+            self.replay.add(action[i], float(reward[i]), final, bool(terminated[i]), bool(truncated[i]), stream=i)
+            if done:
+                self.replay.add_first(take(next_obs, i), stream=i)
+                episode = finished_episode(info["final_info"], i, self.episode_returns[i])
+                finished.append(episode)
+                self.episode_returns[i] = 0.0
+        self.counters["frames"] += step_frames(info, terminated | truncated)
+        self.counters["agent_steps"] += self.run.num_envs
+        return next_obs, finished
+
+    def evaluate_and_log(self, logger: Logger) -> None:
+        video = None
+        if self.run.video:
+            video = self.run_dir / "videos" / f"eval_{self.counters['frames']:012d}.mp4"
+        result = evaluate(self.agent, self.eval_env, self.run.eval_episodes,
+                          seed=self.run.seed + 10_000, video_path=video)
+        logger.log("eval", self.counters, result)
+        self.last_eval = result | {"frames": self.counters["frames"]}
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
+
+
+def step_frames(info: dict, done: np.ndarray) -> int:
+    """Frames of one vector step. With same-step autoreset a finished env's `info` is already
+    the next episode's reset info, so its last step's frames are in `final_info`."""
+    frames = np.asarray(info["step_frames"]).copy()
+    if done.any():
+        frames[done] = np.asarray(info["final_info"]["step_frames"])[done]
+    return int(frames.sum())
+
+
+def finished_episode(final_info: dict, i: int, running_return: float) -> dict[str, float]:
+    """Train-log stats of env i's finished episode (Atari: the whole game's raw score)."""
+    def has(key):
+        return key in final_info and final_info[f"_{key}"][i]
+
+    stats = {"episode_return": float(final_info["game_score"][i]) if has("game_score") else float(running_return)}
+    if has("success"):
+        stats["success"] = float(final_info["success"][i])
+    return stats
+
+
+def take(obs, i):
+    """Element i of a batched observation (array or dict); i=None returns obs as it is."""
+    if i is None:
+        return obs
+    if isinstance(obs, dict):
+        return {k: v[i] for k, v in obs.items()}
+    return obs[i]
+
+
+def train(agent_name: str, run: RunConfig, agent_config, run_dir: str | Path) -> dict[str, float]:
+    """A fresh run in `run_dir` (an error if it already holds checkpoints: use resume)."""
+    run_dir = Path(run_dir)
+    if CheckpointManager(run_dir / "checkpoints").latest() is not None:
+        raise FileExistsError(f"{run_dir} already holds checkpoints; resume it with --resume {run_dir} "
+                              "or choose another --logdir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
+    write_config(run_dir, trainer.config_dict())
+    try:
+        with Logger(run_dir) as logger:
+            return trainer.train(logger)
+    finally:
+        trainer.close()
+
+
+def resume(run_dir: str | Path, frames: int | None = None) -> dict[str, float]:
+    """Continues a run from its latest readable checkpoint, on the same curve."""
+    run_dir = Path(run_dir)
+    manager = CheckpointManager(run_dir / "checkpoints")
+    payload = manager.load_latest()
+    if payload is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from ({run_dir / 'checkpoints'} is empty)")
+    config = payload["config"]
+    agent_name = config["agent"]
+    module = agent_module(agent_name)
+    run = from_dict(RunConfig, config["run"], f"{run_dir}/config")
+    if frames is not None:
+        run = dataclasses.replace(run, frames=frames)
+    agent_config = from_dict(module.Config, config["agent_config"], f"{run_dir}/config")
+    trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
+    trainer.restore(payload)
+    write_config(run_dir, trainer.config_dict())
+    try:
+        with Logger(run_dir, resume_frames=trainer.counters["frames"]) as logger:
+            return trainer.train(logger)
+    finally:
+        trainer.close()
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    from crl.logger import read_config
+
+    return read_config(run_dir)
+
+
+def evaluate_checkpoint(path: str | Path, episodes: int = 10, video: bool = False) -> dict[str, float]:
+    """`crl eval`: the latest checkpoint of a run directory, or one checkpoint file."""
+    path = Path(path)
+    if path.is_dir():
+        payload = CheckpointManager(path / "checkpoints").load_latest()
+        if payload is None:
+            raise FileNotFoundError(f"{path} holds no checkpoint (looked in {path / 'checkpoints'})")
+        run_dir = path
+    else:
+        payload = load_checkpoint(path)
+        run_dir = path.parent.parent
+    config = payload["config"]
+    module = agent_module(config["agent"])
+    run = from_dict(RunConfig, config["run"], f"checkpoint {path}")
+    agent_config = from_dict(module.Config, config["agent_config"], f"checkpoint {path}")
+    env = envs.make(run.env, **env_options(run, training=False))
+    agent = module.Agent(env.observation_space, env.action_space, agent_config, device=resolve_device("auto"))
+    agent.load_state_dict(payload["agent_state"])
+    frames = payload["counters"]["frames"]
+    video_path = run_dir / "videos" / f"checkpoint_{frames:012d}.mp4" if video else None
+    result = evaluate(agent, env, episodes, seed=run.seed + 20_000, video_path=video_path)
+    env.close()
+    return {"agent": config["agent"], "env": run.env, "frames": frames, "episodes": episodes} | result
