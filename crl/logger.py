@@ -90,15 +90,18 @@ def _to_float(name: str, value: Any) -> float:
         raise TypeError(f"metric {name!r} must be a number, got {value!r}") from None
 
 
-def _frames_of(row: Mapping[str, str]) -> float:
+def _counter_of(row: Mapping[str, str], counter: str) -> float:
     try:
-        return float(row.get("frames", "") or "nan")
+        return float(row.get(counter, "") or "nan")
     except ValueError:
         return math.nan
 
 
 class Logger:
     """Writes ``{run_dir}/train.csv``, ``{run_dir}/eval.csv`` and TensorBoard scalars in ``tb/``.
+
+    ``step_counter`` is the x axis: TensorBoard's global step and what ``resume_frames`` counts
+    (``frames`` online; ``updates`` for offline runs, which take no env steps).
 
     A new Logger (``resume_frames=None``) starts the CSV files afresh (existing ones are
     replaced). With ``resume_frames=F`` it continues a run: rows with ``frames > F`` are dropped
@@ -113,7 +116,11 @@ class Logger:
         *,
         tensorboard: bool = True,
         resume_frames: int | None = None,
+        step_counter: str = "frames",
     ):
+        if step_counter not in COUNTERS:
+            raise ValueError(f"step_counter must be one of {COUNTERS}, got {step_counter!r}")
+        self.step_counter = step_counter
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.resume_frames = resume_frames
@@ -132,7 +139,7 @@ class Logger:
             fields, rows = _read_csv(path)
             if not fields:
                 continue
-            kept = [r for r in rows if _frames_of(r) <= resume_frames]
+            kept = [r for r in rows if _counter_of(r, step_counter) <= resume_frames]
             if len(kept) != len(rows):
                 _atomic_write_bytes(path, _csv_bytes(fields, kept))
             self._fields[kind] = fields
@@ -222,7 +229,7 @@ class Logger:
         self._files[kind].flush()
 
         if self.tb is not None:
-            step = row["frames"]
+            step = row[self.step_counter]
             for name, v in values.items():
                 if v is not None:
                     self.tb.add_scalar(f"{kind}/{name}", v, global_step=step)

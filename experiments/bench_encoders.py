@@ -21,28 +21,17 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from benchlib import command_line, cpu_name, write_section
 from crl import augment
 from crl.encoders import ConvEncoder, conv_flops
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTION = "## Encoders"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def step_flops(obs_shape, feature_dim=50) -> tuple[float, float]:
@@ -111,11 +100,9 @@ def render(args, enc_times, aug_times, command: str) -> str:
     fwd, bwd = step_flops((9, 84, 84))
     gflop = (fwd + bwd) * args.batch / 1e9
     lines = [
-        SECTION,
-        "",
         f"Command: `{command}`",
         "",
-        f"Machine: {_cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"Machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"Python {platform.python_version()}. Batch {args.batch} of uint8 9x84x84; one step = "
         "ConvEncoder (4 convs 3x3/32, Linear 39200->50, LayerNorm, tanh) + Linear(50, 1), "
         f"forward + backward; {args.warmup} warm-up and {args.reps} timed steps per layout, "
@@ -153,23 +140,6 @@ def render(args, enc_times, aug_times, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.rstrip() == SECTION), None)
-    if start is None:
-        if not text.endswith("\n"):
-            text += "\n"
-        text += "\n" + section
-    else:
-        end = next(
-            (j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines)
-        )
-        tail = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + tail if tail else "")
-    path.write_text(text)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=256)
@@ -185,13 +155,11 @@ def main(argv=None) -> None:
     torch.set_flush_denormal(True)
     enc_times = time_encoder(args.batch, args.reps, args.warmup)
     aug_times = time_augment(args.batch, args.reps)
-    shown = [a for a in (argv if argv is not None else sys.argv[1:])]
-    command = " ".join(["python experiments/bench_encoders.py", *shown])
-    section = render(args, enc_times, aug_times, command)
+    section = render(args, enc_times, aug_times, command_line())
     print(section)
     if args.write:
-        write_section(args.out, section)
-        print(f"wrote {SECTION!r} to {args.out}")
+        write_section("Encoders", section, args.out)
+        print(f"wrote the Encoders section of {args.out}")
 
 
 if __name__ == "__main__":

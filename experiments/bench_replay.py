@@ -1,35 +1,31 @@
-"""Replay benchmark: memory per stored transition and sampling time against one critic update.
+"""Replay benchmark: memory per stored transition and sampling time against one pixel-SAC update.
 
 1. Bytes per stored transition of crl.replay for 3x84x84 uint8 frames with frame stack 3, against
    one frame + scalars, DrQ-v2's layout (the stacked obs stored every step: ~3x) and CURL's
    (stacked obs and stacked next obs every step: ~6x).
 2. Time to sample a batch of 256 stacked obs + next obs (9x84x84) from a replay of ~20k frames,
-   against one forward + backward + Adam step of a pixel SAC-style critic at batch 256 (stand-in:
-   4 conv 3x3 / 32 filters, first stride 2, ReLU, Linear -> LayerNorm 50, twin 1024-hidden Q heads).
+   against one full update of crl.agents.sac from pixels at batch 256 (critic with the conv
+   encoder, actor, temperature, Polyak targets).
 
     .venv/bin/python experiments/bench_replay.py            # print the tables
     .venv/bin/python experiments/bench_replay.py --write    # and update BENCHMARKS.md (## Replay)
 
 Exit status 1 if a target is missed (DrQ-v2 ratio >= 2.9x, CURL ratio >= 5.8x, sampling < 10% of
-the critic update, crl.replay <= 1.05 x one frame + scalars).
+one pixel-SAC update, crl.replay <= 1.05 x one frame + scalars).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import re
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
+from benchlib import command_line, machine_line, write_section
 from crl.replay import EpisodeReplay
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,17 +38,6 @@ BATCH = 256
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def random_episode(steps: int, rng: np.random.Generator) -> dict:
@@ -89,50 +74,16 @@ def memory_rows(steps: int, rng: np.random.Generator) -> dict:
     }
 
 
-class Critic(nn.Module):
-    """Stand-in pixel SAC critic: conv encoder -> 50-d LayerNorm feature -> twin Q MLPs."""
+def time_sac_update(batch: dict, reps: int) -> float:
+    """One full pixel-SAC update (critic, actor, temperature, targets) of crl.agents.sac."""
+    import gymnasium as gym
 
-    def __init__(self, channels: int = STACK * 3, action_dim: int = ACTION_DIM, feature: int = 50,
-                 hidden: int = 1024):
-        super().__init__()
-        self.convs = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, stride=2), nn.ReLU(),
-            nn.Conv2d(32, 32, 3), nn.ReLU(),
-            nn.Conv2d(32, 32, 3), nn.ReLU(),
-            nn.Conv2d(32, 32, 3), nn.ReLU(),
-        )
-        self.trunk = nn.Sequential(nn.Linear(32 * 35 * 35, feature), nn.LayerNorm(feature), nn.Tanh())
-        self.q = nn.ModuleList(
-            nn.Sequential(nn.Linear(feature + action_dim, hidden), nn.ReLU(),
-                          nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-            for _ in range(2)
-        )
+    from crl.agents.sac import Agent, Config
 
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.convs(obs.float() / 255.0)
-        z = self.trunk(h.flatten(1))
-        za = torch.cat([z, action], dim=1)
-        return self.q[0](za), self.q[1](za)
-
-
-def time_critic(batch: dict, channels_last: bool, reps: int) -> float:
     torch.manual_seed(0)
-    critic = Critic()
-    obs = batch["obs"]
-    if channels_last:
-        critic = critic.to(memory_format=torch.channels_last)
-        obs = obs.contiguous(memory_format=torch.channels_last)
-    optim = torch.optim.Adam(critic.parameters(), lr=1e-4)
-    target = torch.randn(BATCH, 1)
-
-    def step():
-        q1, q2 = critic(obs, batch["action"])
-        loss = (q1 - target).pow(2).mean() + (q2 - target).pow(2).mean()
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-
-    return median_seconds(step, reps, warmup=2)
+    agent = Agent(gym.spaces.Box(0, 255, (STACK * 3, 84, 84), np.uint8),
+                  gym.spaces.Box(-1, 1, (ACTION_DIM,), np.float32), Config(batch_size=BATCH))
+    return median_seconds(lambda: agent.update(batch, step=2), reps, warmup=2)
 
 
 def median_seconds(fn, reps: int, warmup: int = 1) -> float:
@@ -158,9 +109,7 @@ def run(args) -> tuple[str, bool]:
     sample_1 = median_seconds(lambda: replay.sample_transitions(BATCH, n_step=1), args.reps)
     sample_3 = median_seconds(lambda: replay.sample_transitions(BATCH, n_step=3, gamma=0.99), args.reps)
     batch = replay.sample_transitions(BATCH)
-    critic = {layout: time_critic(batch, layout == "channels_last", args.critic_reps)
-              for layout in ("contiguous", "channels_last")}
-    fastest = min(critic.values())
+    fastest = time_sac_update(batch, args.critic_reps)
     sample = max(sample_1, sample_3)
 
     m = mem[0]
@@ -168,7 +117,7 @@ def run(args) -> tuple[str, bool]:
         "crl.replay <= 1.05 x one frame + scalars": m["ours"] <= 1.05 * m["one_frame"],
         "DrQ-v2 layout / crl.replay >= 2.9x": m["drqv2"] / m["ours"] >= 2.9,
         "CURL layout / crl.replay >= 5.8x": m["curl"] / m["ours"] >= 5.8,
-        "sampling < 10% of the critic update": sample / fastest < 0.10,
+        "sampling < 10% of one pixel-SAC update": sample / fastest < 0.10,
     }
 
     lines = [
@@ -190,66 +139,35 @@ def run(args) -> tuple[str, bool]:
     lines += [
         "",
         f"Sampling from a replay of {replay.num_frames:,} frames ({replay.num_episodes} episodes of "
-        f"{steps} steps) against one critic update, batch {BATCH}, medians of {args.reps} samples / "
+        f"{steps} steps) against one pixel-SAC update (crl.agents.sac: critic, actor, temperature and target updates; encoder channels_last), batch {BATCH}, medians of {args.reps} samples / "
         f"{args.critic_reps} updates (torch {torch.__version__}, {torch.get_num_threads()} threads, "
         "flush denormals on).",
         "",
-        "| operation | time (ms) | vs fastest critic update |",
+        "| operation | time (ms) | vs one pixel-SAC update |",
         "|---|---:|---:|",
         f"| sample 256 obs + next obs (9x84x84 uint8), n = 1 | {sample_1 * 1e3:.2f} | {sample_1 / fastest:.2%} |",
         f"| sample 256 obs + next obs, n = 3 (n-step returns) | {sample_3 * 1e3:.2f} | {sample_3 / fastest:.2%} |",
     ]
-    for layout, seconds in critic.items():
-        lines.append(f"| critic forward + backward + Adam, {layout} | {seconds * 1e3:.0f} | "
-                     f"{seconds / fastest:.2f}x |")
+    lines.append(f"| pixel-SAC update | {fastest * 1e3:.0f} | 1.00x |")
     lines += ["", "| target | result |", "|---|---|"]
     lines += [f"| {name} | {'pass' if ok else 'FAIL'} |" for name, ok in checks.items()]
     return "\n".join(lines), all(checks.values())
-
-
-def command_line() -> str:
-    python = Path(sys.executable)
-    try:
-        python = python.relative_to(ROOT) if python.is_relative_to(ROOT) else Path(python.name)
-    except ValueError:
-        python = Path(python.name)
-    script = Path(sys.argv[0]).resolve()
-    script = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
-    return shlex.join([str(python), str(script), *sys.argv[1:]])
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) the `## Replay` section, keeping the other sections intact."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"## Replay\n\n{body.strip()}\n"
-    pattern = re.compile(r"^## Replay[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="update the ## Replay section of BENCHMARKS.md")
     parser.add_argument("--reps", type=int, default=30, help="timed samples per measurement")
-    parser.add_argument("--critic-reps", type=int, default=5, help="timed critic updates per layout")
+    parser.add_argument("--critic-reps", type=int, default=5, help="timed pixel-SAC updates")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
 
-    load = os.getloadavg()[0]
+    header = f"Command: `{command_line()}`  \n{machine_line()} numpy {np.__version__}."
     table, ok = run(args)
-    header = (f"Command: `{command_line()}`  \n"
-              f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs; numpy {np.__version__}; "
-              f"date {datetime.date.today().isoformat()}; 1-min load average before the run "
-              f"{load:.2f} (other processes on the same cores slow the critic timings).")
     body = header + "\n\n" + table
     print(body)
     if args.write:
-        write_section(args.output, body)
+        write_section("Replay", body, args.output)
         print(f"\nwrote the ## Replay section of {args.output}")
     return 0 if ok else 1
 

@@ -3,7 +3,6 @@
 import cv2
 import gymnasium as gym
 import numpy as np
-import pytest
 
 from crl import envs
 from crl.envs.atari import ATARI_100K_GAMES, all_games

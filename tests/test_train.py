@@ -1,9 +1,7 @@
 """The online loop: counters, logs, checkpoints, resume after a crash, `crl eval`."""
 
 import json
-import os
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -65,7 +63,6 @@ def test_resume_after_crash_continues_the_same_curve(tmp_path, monkeypatch):
 
     saved = load_checkpoint(run_dir / "checkpoints" / f"ckpt_{4000:012d}.pt")
     assert saved["counters"] == {"frames": 4000, "agent_steps": 500, "updates": expected_updates(500)}
-    episodes_before = saved["replay"]
     restored = []
     original_restore = train.OnlineTrainer.restore
 
@@ -124,3 +121,46 @@ def test_cli_train_eval_and_errors(tmp_path, capsys):
     assert main(["train", "sac", "--resume", str(tmp_path / "nothing")]) == 2
     assert main(["list", "presets"]) == 0
     assert "sac cpu-smoke" in capsys.readouterr().out
+
+
+def random_dataset(episodes=4, seed=0):
+    from crl import envs
+    from crl.replay import EpisodeReplay
+
+    env = envs.make(ENV)
+    env.action_space.seed(seed)
+    replay = EpisodeReplay(10_000, seed=seed)
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        replay.add_first(obs)
+        done = False
+        while not done:
+            action = env.action_space.sample()
+            obs, reward, terminated, truncated, _ = env.step(action)
+            replay.add(action, reward, obs, terminated, truncated)
+            done = terminated or truncated
+    return replay
+
+
+def test_offline_loop_counts_updates_only_and_resumes(tmp_path):
+    run, agent = configs(updates=60, eval_every_updates=20, keep_checkpoints=5)
+    replay = random_dataset()
+    train.train_offline("sac", run, agent, replay, tmp_path / "off")
+    rows = pd.read_csv(tmp_path / "off" / "eval.csv")
+    assert list(rows.updates) == [20, 40, 60]
+    assert (rows.frames == 0).all() and (rows.agent_steps == 0).all()
+    run_longer = train.build_configs("sac", None, {**SMALL, "updates": 80, "eval_every_updates": 20})[0]
+    train.train_offline("sac", run_longer, agent, replay, tmp_path / "off")
+    assert list(pd.read_csv(tmp_path / "off" / "eval.csv").updates) == [20, 40, 60, 80]
+    with pytest.raises(ValueError, match="empty"):
+        from crl.replay import EpisodeReplay
+
+        train.train_offline("sac", run, agent, EpisodeReplay(100), tmp_path / "empty")
+
+
+def test_two_async_envs_count_frames_and_steps(tmp_path):
+    run, agent = configs(frames=4000, num_envs=2, checkpoint_every_frames=0)
+    train.train("sac", run, agent, tmp_path / "vec")
+    rows = pd.read_csv(tmp_path / "vec" / "eval.csv")
+    assert list(rows.frames) == [2000, 4000] and list(rows.agent_steps) == [250, 500]
+    assert len(pd.read_csv(tmp_path / "vec" / "train.csv")) == 4  # 2 episodes per env
