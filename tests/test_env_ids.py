@@ -39,7 +39,7 @@ def test_listing_covers_every_suite(capsys):
 
 
 def test_cli_reports_bad_id_without_traceback(capsys):
-    assert main(["demo", "--env", "dmc:chetah-run", "--logdir", "/tmp/crl-none"]) == 2
+    assert main(["train", "sac", "--env", "dmc:chetah-run", "--logdir", "/tmp/crl-none"]) == 2
     assert "dmc:cheetah-run" in capsys.readouterr().err
 
 
