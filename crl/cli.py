@@ -17,9 +17,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"# {suite} ({len(ids)})")
             print("\n".join(ids))
     elif args.what == "agents":
-        print("\n".join(sorted(registry.AGENTS)))
+        print("\n".join(registry.available()))
     else:
-        for name in sorted(registry.AGENTS):
+        for name in registry.available():
             for preset, values in registry.presets(name).items():
                 settings = " ".join(f"{k}={v}" for k, v in values.items())
                 print(f"{name} {preset}: {settings}")

@@ -1,6 +1,10 @@
-"""Names -> agent modules. Each agent module defines `Config`, `Agent` and `PRESETS`.
+"""Names -> agents. An agent is a namespace with `Agent`, `Config`, and optionally `PRESETS`
+(named overrides) and `RUN_DEFAULTS` (the paper's loop settings, e.g. update every 2 steps).
 
-Modules are imported lazily by name so the core never imports an agent it does not run.
+An entry is "module" (the module itself is the namespace) or "module:ATTR" (a namespace object
+in that module, e.g. the Atari form of an algorithm living in the same file, as
+`ATARI = SimpleNamespace(Agent=..., Config=..., PRESETS=..., RUN_DEFAULTS=...)`). Modules are
+imported lazily so the core never imports an agent it does not run.
 """
 
 from __future__ import annotations
@@ -11,6 +15,13 @@ from types import ModuleType
 
 AGENTS = {
     "sac": "crl.agents.sac",
+    "drq": "crl.agents.drq",
+    "drq-eps": "crl.agents.drq:ATARI",
+    "drqv2": "crl.agents.drqv2",
+    "curl": "crl.agents.curl",
+    "curl-rainbow": "crl.agents.curl:ATARI",
+    "sb3-sac": "crl.agents.sb3:SAC",
+    "sb3-dqn": "crl.agents.sb3:DQN",
 }
 
 
@@ -18,12 +29,28 @@ class UnknownAgentError(ValueError):
     pass
 
 
+def available() -> list[str]:
+    """Registered agents whose module exists (agents land one at a time)."""
+    import importlib.util
+
+    return sorted(name for name, path in AGENTS.items()
+                  if importlib.util.find_spec(path.partition(":")[0]) is not None)
+
+
 def agent_module(name: str) -> ModuleType:
     if name not in AGENTS:
         close = difflib.get_close_matches(name, list(AGENTS), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownAgentError(f"unknown agent {name!r}.{hint} Agents: {', '.join(sorted(AGENTS))}")
-    return importlib.import_module(AGENTS[name])
+        raise UnknownAgentError(f"unknown agent {name!r}.{hint} Agents: {', '.join(available())}")
+    path, _, attr = AGENTS[name].partition(":")
+    try:
+        module = importlib.import_module(path)
+    except ModuleNotFoundError as error:
+        if error.name != path:
+            raise
+        raise UnknownAgentError(f"agent {name!r} is registered but not implemented yet ({path} is missing); "
+                                f"available: {', '.join(available())}") from None
+    return getattr(module, attr) if attr else module
 
 
 def presets(name: str) -> dict[str, dict]:

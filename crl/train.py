@@ -42,6 +42,7 @@ class RunConfig:
     keep_checkpoints: int = 2
     video: bool = False
     visuals: str = "standard"  # DMC only; "fast" is for smoke runs, never for reported numbers
+    image_size: int = 84  # DMC only: rendered height and width (CURL renders 100 and crops 84)
     action_repeat: int = 0  # DMC only; 0 = the task's standard repeat
     terminal_on_life_loss: bool = False  # Atari training env only
     updates: int = 100_000  # offline runs: the budget in gradient steps (no env steps)
@@ -78,10 +79,13 @@ def split_settings(agent_name: str, settings: dict[str, Any], where: str) -> tup
 
 
 def build_configs(agent_name: str, preset: str | None, overrides: dict[str, Any]):
-    """RunConfig and agent Config from paper defaults, then the preset, then the overrides."""
+    """RunConfig and agent Config from paper defaults, then the preset, then the overrides.
+
+    An agent module's RUN_DEFAULTS are its paper's settings for the loop (e.g. DrQ-v2 updates
+    every 2 agent steps); they replace RunConfig's generic defaults before any preset."""
     module = agent_module(agent_name)
     presets = getattr(module, "PRESETS", {})
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = dict(getattr(module, "RUN_DEFAULTS", {}))
     if preset is not None:
         if preset not in presets:
             raise ConfigError(f"unknown preset {preset!r} for agent {agent_name!r}; "
@@ -95,7 +99,7 @@ def build_configs(agent_name: str, preset: str | None, overrides: dict[str, Any]
 def env_options(run: RunConfig, training: bool) -> dict[str, Any]:
     suite = run.env.partition(":")[0]
     if suite == "dmc":
-        options: dict[str, Any] = {"visuals": run.visuals}
+        options: dict[str, Any] = {"visuals": run.visuals, "height": run.image_size, "width": run.image_size}
         return options | ({"action_repeat": run.action_repeat} if run.action_repeat else {})
     if suite == "dmc-state" and run.action_repeat:
         return {"action_repeat": run.action_repeat}
@@ -255,6 +259,8 @@ class OnlineTrainer:
 
     def step(self, obs):
         """One vector step: act, store, count. Returns the next obs and finished-episode stats."""
+        if hasattr(self.agent, "set_progress"):  # e.g. DrQ-v2's exploration schedule
+            self.agent.set_progress(**self.counters)
         if self.counters["frames"] < self.run.seed_frames:
             action = self.env.action_space.sample()
         else:

@@ -112,7 +112,7 @@ def test_cli_train_eval_and_errors(tmp_path, capsys):
     assert main(["eval", str(logdir), "--episodes", "1", "--video"]) == 0
     assert list((logdir / "videos").glob("*.mp4"))
     capsys.readouterr()
-    assert main(["train", "drq", "--env", ENV]) == 2
+    assert main(["train", "sacc", "--env", ENV]) == 2
     assert "unknown agent" in capsys.readouterr().err
     assert main(["train", "sac", "--env", ENV, "--set", "hiden_dims=3"]) == 2
     assert "hidden_dims" in capsys.readouterr().err
