@@ -34,7 +34,7 @@ def machine_line() -> str:
 def command_line() -> str:
     """The command that produced a result, with paths relative to the repository."""
     def relative(path: str) -> str:
-        resolved = Path(path).resolve() if os.sep in path else Path(path)
+        resolved = Path(path).absolute() if os.sep in path else Path(path)  # venv python is a symlink
         return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else Path(path).name
 
     return shlex.join([relative(sys.executable), relative(sys.argv[0]), *sys.argv[1:]])
