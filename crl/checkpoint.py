@@ -32,7 +32,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import time
 import warnings
 import zipfile
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 
 from crl import __version__ as _crl_version
+from crl.fileio import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -220,51 +220,6 @@ def _decode(obj: Any, device: torch.device | None = None) -> Any:
 # files
 
 
-def _file_mode() -> int:
-    """0o666 minus the umask: what open() would give, unlike mkstemp's 0o600."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # platforms where directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write, *, suffix: str = ".tmp") -> None:
-    """Write via ``write(file_object)`` to a temp file next to ``path``, fsync, then rename.
-
-    On any failure the temp file is removed and ``path`` is untouched. A hard kill can leave a
-    hidden ``.{name}.*{suffix}`` file behind; it never shadows ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """Atomically write ``payload`` (plus the crl header) to ``path``.
 
@@ -285,7 +240,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
         "saved_at": time.time(),
     }
     obj = {**header, **_encode(dict(payload))}
-    _atomic_write(Path(path), lambda f: torch.save(obj, f))
+    atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
 def _short(msg: str, limit: int = 300) -> str:

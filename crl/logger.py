@@ -13,13 +13,14 @@ import io
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from crl.fileio import atomic_path, atomic_write_bytes
 
 __all__ = [
     "COUNTERS",
@@ -34,32 +35,6 @@ __all__ = [
 COUNTERS = ("frames", "agent_steps", "updates")
 _FIXED = COUNTERS + ("wall_time",)
 KINDS = ("train", "eval")
-
-
-def _file_mode() -> int:
-    """0o666 minus the umask: what open() would give, unlike mkstemp's 0o600."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -141,7 +116,7 @@ class Logger:
                 continue
             kept = [r for r in rows if _counter_of(r, step_counter) <= resume_frames]
             if len(kept) != len(rows):
-                _atomic_write_bytes(path, _csv_bytes(fields, kept))
+                atomic_write_bytes(path, _csv_bytes(fields, kept))
             self._fields[kind] = fields
             for r in kept:
                 try:
@@ -239,7 +214,7 @@ class Logger:
         self._close_file(kind)
         path = self.csv_path(kind)
         _, rows = _read_csv(path)
-        _atomic_write_bytes(path, _csv_bytes(fields, rows))
+        atomic_write_bytes(path, _csv_bytes(fields, rows))
         self._open(kind, fields)
 
     def close(self) -> None:
@@ -362,9 +337,7 @@ def save_video(path: str | os.PathLike, frames, fps: int = 30) -> Path:
         raise ValueError(f"video path must end in .mp4 or .gif, got {path}")
     arr = _as_video_array(frames)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{suffix}")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=f".tmp{suffix}") as tmp:  # imageio picks the format by suffix
         if suffix == ".mp4":
             import imageio.v2 as iio2
 
@@ -373,32 +346,14 @@ def save_video(path: str | os.PathLike, frames, fps: int = 30) -> Path:
             pad_h, pad_w = arr.shape[1] % 2, arr.shape[2] % 2
             if pad_h or pad_w:
                 arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-            with iio2.get_writer(
-                tmp,
-                format="FFMPEG",
-                mode="I",
-                fps=fps,
-                codec="libx264",
-                macro_block_size=1,
-                pixelformat="yuv420p",
-                ffmpeg_log_level="error",
-            ) as writer:
+            with iio2.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                 macro_block_size=1, pixelformat="yuv420p", ffmpeg_log_level="error") as writer:
                 for frame in arr:
                     writer.append_data(frame)
         else:
             import imageio.v3 as iio3
 
             iio3.imwrite(tmp, arr, extension=".gif", duration=1000.0 / fps, loop=0)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     return path
 
 
@@ -509,7 +464,7 @@ def plot_curves(
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     out = Path(out_png)
-    _atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, buf.getvalue())
     return out
 
 
@@ -540,7 +495,7 @@ def write_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> Path:
 
     path = _config_path(run_dir)
     text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False)
-    _atomic_write_bytes(path, text.encode())
+    atomic_write_bytes(path, text.encode())
     return path
 
 
