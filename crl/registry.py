@@ -30,26 +30,32 @@ class UnknownAgentError(ValueError):
 
 
 def available() -> list[str]:
-    """Registered agents whose module exists (agents land one at a time)."""
-    import importlib.util
-
-    return sorted(name for name, path in AGENTS.items()
-                  if importlib.util.find_spec(path.partition(":")[0]) is not None)
+    """Registered agents that are implemented (agents land one at a time)."""
+    names = []
+    for name in AGENTS:
+        try:
+            agent_module(name)
+        except UnknownAgentError:
+            continue
+        names.append(name)
+    return sorted(names)
 
 
 def agent_module(name: str) -> ModuleType:
     if name not in AGENTS:
         close = difflib.get_close_matches(name, list(AGENTS), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownAgentError(f"unknown agent {name!r}.{hint} Agents: {', '.join(available())}")
+        raise UnknownAgentError(f"unknown agent {name!r}.{hint} Agents: {', '.join(sorted(AGENTS))}")
     path, _, attr = AGENTS[name].partition(":")
+    missing = f"agent {name!r} is registered but not implemented yet"
     try:
         module = importlib.import_module(path)
     except ModuleNotFoundError as error:
         if error.name != path:
             raise
-        raise UnknownAgentError(f"agent {name!r} is registered but not implemented yet ({path} is missing); "
-                                f"available: {', '.join(available())}") from None
+        raise UnknownAgentError(f"{missing} ({path} is missing)") from None
+    if attr and not hasattr(module, attr):
+        raise UnknownAgentError(f"{missing} ({path} has no {attr})")
     return getattr(module, attr) if attr else module
 
 
