@@ -120,3 +120,174 @@ class Temperature(nn.Module):
 
     def loss(self, log_prob: Tensor) -> Tensor:
         return (self.alpha * (-log_prob - self.target_entropy).detach()).mean()
+
+
+# -- DQN family ------------------------------------------------------------------------------
+# Pieces shared by DrQ-epsilon and CURL's Data-Efficient Rainbow: dueling heads, noisy linear
+# layers, double-DQN and categorical (C51) targets, epsilon-greedy exploration.
+
+
+def dueling_aggregate(value: Tensor, advantage: Tensor) -> Tensor:
+    """Q = V + A - mean_a A (Wang et al. 2016, eq. 9).
+
+    value (B, 1, ...) and advantage (B, A, ...); trailing axes (e.g. C51's atoms) ride along.
+    """
+    return value + advantage - advantage.mean(dim=1, keepdim=True)
+
+
+class NoisyLinear(nn.Module):
+    """Linear layer with factorised Gaussian noise (Fortunato et al. 2018, section 3.2).
+
+    y = (mu_w + sigma_w * eps_w) x + mu_b + sigma_b * eps_b with eps_w = f(eps_out) f(eps_in)^T,
+    eps_b = f(eps_out), f(x) = sign(x) sqrt(|x|). Init as in the paper: mu ~ U[-1/sqrt(p),
+    1/sqrt(p)] and sigma = sigma0 / sqrt(p) for weights and biases alike, p = in_features.
+    (Kaixhin's Rainbow divides the bias sigma by sqrt(out_features) instead.)
+
+    The noise is held in buffers and changes only on `reset_noise()` (call it before acting and
+    before each update); in eval mode the layer is the deterministic mean layer.
+    """
+
+    def __init__(self, in_features: int, out_features: int, sigma0: float = 0.5):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight_mu = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        self.bias_mu = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
+        self.weight_sigma = nn.Parameter(torch.full((out_features, in_features), sigma0 * bound))
+        self.bias_sigma = nn.Parameter(torch.full((out_features,), sigma0 * bound))
+        self.register_buffer("weight_epsilon", torch.zeros(out_features, in_features))
+        self.register_buffer("bias_epsilon", torch.zeros(out_features))
+        self.reset_noise()
+
+    @staticmethod
+    def _scaled_noise(size: int, device) -> Tensor:
+        x = torch.randn(size, device=device)
+        return x.sign() * x.abs().sqrt()
+
+    @torch.no_grad()
+    def reset_noise(self) -> None:
+        eps_in = self._scaled_noise(self.in_features, self.weight_mu.device)
+        eps_out = self._scaled_noise(self.out_features, self.weight_mu.device)
+        self.weight_epsilon.copy_(torch.outer(eps_out, eps_in))
+        self.bias_epsilon.copy_(eps_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return F.linear(x, self.weight_mu, self.bias_mu)
+        weight = self.weight_mu + self.weight_sigma * self.weight_epsilon
+        bias = self.bias_mu + self.bias_sigma * self.bias_epsilon
+        return F.linear(x, weight, bias)
+
+
+def reset_noise(module: nn.Module) -> None:
+    """Resample the noise of every NoisyLinear inside `module`."""
+    for m in module.modules():
+        if isinstance(m, NoisyLinear):
+            m.reset_noise()
+
+
+class DuelingHead(nn.Module):
+    """Dueling Q head (Wang et al. 2016): separate value and advantage streams, each
+    Linear -> ReLU -> Linear, combined by `dueling_aggregate`.
+
+    Output (B, num_actions) Q-values, or with num_atoms > 1 (B, num_actions, num_atoms) logits
+    of C51's return distribution (softmax over the last axis). `noisy=True` makes every layer a
+    NoisyLinear (Rainbow).
+    """
+
+    def __init__(self, in_dim: int, num_actions: int, hidden_dim: int, num_atoms: int = 1,
+                 noisy: bool = False, sigma0: float = 0.5):
+        super().__init__()
+        self.num_actions, self.num_atoms = num_actions, num_atoms
+
+        def linear(i, o):
+            return NoisyLinear(i, o, sigma0) if noisy else nn.Linear(i, o)
+
+        self.value = nn.Sequential(linear(in_dim, hidden_dim), nn.ReLU(), linear(hidden_dim, num_atoms))
+        self.advantage = nn.Sequential(linear(in_dim, hidden_dim), nn.ReLU(),
+                                       linear(hidden_dim, num_actions * num_atoms))
+
+    def forward(self, features: Tensor) -> Tensor:
+        value = self.value(features).view(-1, 1, self.num_atoms)
+        advantage = self.advantage(features).view(-1, self.num_actions, self.num_atoms)
+        q = dueling_aggregate(value, advantage)
+        return q.squeeze(-1) if self.num_atoms == 1 else q
+
+
+def double_dqn_target(reward: Tensor, discount: Tensor, next_q_online: Tensor, next_q_target: Tensor) -> Tensor:
+    """Double DQN n-step target (van Hasselt et al. 2016): the online network picks the action at
+    s', the target network evaluates it: r + discount * Q_target(s', argmax_a Q_online(s', a)).
+
+    reward, discount (B,) from the replay (discount = gamma^m, 0 at termination);
+    next_q_online, next_q_target (B, A).
+    """
+    next_action = next_q_online.argmax(dim=1, keepdim=True)
+    next_value = next_q_target.gather(1, next_action).squeeze(1)
+    return n_step_target(reward, discount, next_value)
+
+
+def categorical_projection(reward: Tensor, discount: Tensor, next_probs: Tensor, support: Tensor) -> Tensor:
+    """C51's target distribution (Bellemare et al. 2017, Algorithm 1).
+
+    Each atom z_j of the next-state distribution (probability next_probs[:, j]) moves to
+    r + discount * z_j, is clipped to [v_min, v_max] and its mass is split between the two
+    neighbouring support points in proportion to closeness; an atom landing exactly on a support
+    point keeps all its mass there. With discount 0 (a terminal transition) all the mass goes to
+    the projection of r. reward, discount (B,); next_probs (B, N); support (N,) evenly spaced.
+    Returns (B, N) probabilities; the mass of each row is conserved.
+    """
+    num_atoms = support.shape[0]
+    v_min, v_max = float(support[0]), float(support[-1])
+    delta = (v_max - v_min) / (num_atoms - 1)
+    tz = (reward[:, None] + discount[:, None] * support[None, :]).clamp(v_min, v_max)
+    b = ((tz - v_min) / delta).clamp(0, num_atoms - 1)  # clamp: float rounding at v_max
+    lower, upper = b.floor().long(), b.ceil().long()
+    on_point = (lower == upper).to(next_probs.dtype)
+    target = torch.zeros_like(next_probs)
+    target.scatter_add_(1, lower, next_probs * (upper.to(b.dtype) - b + on_point))
+    target.scatter_add_(1, upper, next_probs * (b - lower.to(b.dtype)))
+    return target
+
+
+def epsilon_greedy(q_values: Tensor, epsilon: float, generator: torch.Generator | None = None) -> Tensor:
+    """argmax_a Q(s, a), replaced by a uniformly random action with probability epsilon (per row)."""
+    batch, num_actions = q_values.shape
+    greedy = q_values.argmax(dim=1)
+    random = torch.randint(0, num_actions, (batch,), device=q_values.device, generator=generator)
+    explore = torch.rand(batch, device=q_values.device, generator=generator) < epsilon
+    return torch.where(explore, random, greedy)
+
+
+def linear_epsilon(step: int, decay_steps: int, final: float, warmup_steps: int = 0, start: float = 1.0) -> float:
+    """Dopamine's linearly decaying epsilon: `start` for the first `warmup_steps` (the replay
+    warm-up), then linear to `final` over `decay_steps`, then constant."""
+    return linear_schedule(start, final, decay_steps, step - warmup_steps)
+
+
+def n_step_from_sequence(window: dict[str, Tensor], gamma: float, reward_clip: float | None = None,
+                         field: str = "obs") -> dict[str, Tensor]:
+    """An n-step transition from a replay window of n steps (`kind="sequences"`, `pad=True`),
+    for agents that transform each reward before summing, e.g. DQN's clip to [-1, 1].
+
+    Same meaning as the replay's n-step transitions: reward = sum_{k<m} gamma^k r_{t+k} (each r
+    clipped to [-reward_clip, reward_clip] if given), discount = gamma^m, 0 if the episode
+    terminated inside the window, next_obs = obs at t + m, where m <= n is the number of steps
+    before the episode's end.
+    """
+    mask = window["mask"]
+    steps = mask.sum(1).long()
+    reward = window["reward"].float()
+    if reward_clip is not None:
+        reward = reward.clamp(-reward_clip, reward_clip)
+    powers = gamma ** torch.arange(mask.shape[1], device=mask.device, dtype=reward.dtype)
+    terminated = (window["terminated"] * mask).amax(dim=1)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    return {
+        "obs": window[field][:, 0],
+        "action": window["action"][:, 0],
+        "reward": (reward * mask * powers).sum(1),
+        "discount": gamma ** steps.to(reward.dtype) * (1.0 - terminated),
+        "next_obs": window[field][rows, steps],
+        "terminated": terminated,
+        "steps": steps,
+    }
