@@ -74,6 +74,26 @@ def memory_rows(steps: int, rng: np.random.Generator) -> dict:
     }
 
 
+def dmc100k_run_memory(rng: np.random.Generator) -> dict:
+    """Peak RSS growth of the replay of a 100k-frame DMC run at action repeat 2 (DrQ-v2's walker:
+    50,000 agent steps in 100 episodes of 500), against one frame + scalars per transition plus
+    one extra frame per episode (the formula of the shared-core issue)."""
+    import resource
+
+    steps, episodes = 500, 100
+    episode = random_episode(steps, rng)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss_before = rss_bytes()
+    replay = EpisodeReplay(capacity=60_000, frame_stack=STACK)  # drqv2's dmc100k preset
+    for _ in range(episodes):
+        replay.add_episode(**episode)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    growth = max(peak - max(peak_before, rss_before), rss_bytes() - rss_before)
+    frame = int(np.prod(FRAME))
+    formula = len(replay) * (frame + 4 * ACTION_DIM + 4 + 1 + 1) + episodes * frame
+    return {"transitions": len(replay), "growth": growth, "formula": formula}
+
+
 def time_sac_update(batch: dict, reps: int) -> float:
     """One full pixel-SAC update (critic, actor, temperature, targets) of crl.agents.sac."""
     import gymnasium as gym
@@ -102,6 +122,7 @@ def run(args) -> tuple[str, bool]:
     rng = np.random.default_rng(0)
 
     mem = [memory_rows(steps, rng) for steps in (500, 125)]
+    run_memory = dmc100k_run_memory(rng)
 
     steps = 500
     replay = EpisodeReplay(capacity=40 * (steps + 1), frame_stack=STACK, seed=0)
@@ -118,6 +139,7 @@ def run(args) -> tuple[str, bool]:
         "DrQ-v2 layout / crl.replay >= 2.9x": m["drqv2"] / m["ours"] >= 2.9,
         "CURL layout / crl.replay >= 5.8x": m["curl"] / m["ours"] >= 5.8,
         "sampling < 10% of one pixel-SAC update": sample / fastest < 0.10,
+        "100k-frame run: RSS growth <= 1.05 x formula": run_memory["growth"] <= 1.05 * run_memory["formula"],
     }
 
     lines = [
@@ -137,6 +159,11 @@ def run(args) -> tuple[str, bool]:
         cells = [f"{r[key]:,.0f} | {r[key] / r['ours']:.2f}x" for r in mem]
         lines.append(f"| {label} | {' | '.join(cells)} |")
     lines += [
+        "",
+        f"A 100k-frame DMC run at action repeat 2 ({run_memory['transitions']:,} transitions in 100 "
+        f"episodes): replay RSS growth {run_memory['growth'] / 2**30:.3f} GiB against the formula "
+        f"(transitions x (one frame + scalars) + one frame per episode) "
+        f"{run_memory['formula'] / 2**30:.3f} GiB: {run_memory['growth'] / run_memory['formula']:.3f}x.",
         "",
         f"Sampling from a replay of {replay.num_frames:,} frames ({replay.num_episodes} episodes of "
         f"{steps} steps) against one pixel-SAC update (crl.agents.sac: critic, actor, temperature and target updates; encoder channels_last), batch {BATCH}, medians of {args.reps} samples / "

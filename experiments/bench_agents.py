@@ -1,0 +1,198 @@
+"""Update-step speed of the pixel agents against the reference implementations and the FLOP floor.
+
+Times one gradient update at the paper's batch size on a synthetic batch, for ours and, when
+`--reference DIR` holds checkouts of the reference code (DIR/drqv2 = facebookresearch/drqv2,
+DIR/curl = MishaLaskin/curl; fetched only for this measurement, never committed), for theirs on
+the same machine in the same process. Also reports the FLOP floor: the conv FLOPs of one update
+(from the layer shapes) at the CPU's measured fp32 matmul peak.
+
+    .venv/bin/python experiments/bench_agents.py --reference /tmp/refs --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from benchlib import command_line, machine_line, write_section
+from crl.encoders import conv_flops
+
+ACTION_DIM = 6
+PEAK_GFLOPS = 130.0  # fp32 matmul peak measured on this 2-core CPU (DESIGN.md)
+
+
+def median_time(fn, reps: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def update_conv_flops(batch: int, forward_passes: float, backward_passes: float, size: int = 84) -> float:
+    """Conv FLOPs of an update: forward passes, and backward passes at ~2x a forward (weight and
+    input gradients) less the first layer's input gradient, which nobody needs."""
+    layers = conv_flops((9, size, size))
+    forward = sum(layers)
+    backward = 2 * forward - layers[0]
+    return batch * (forward_passes * forward + backward_passes * backward)
+
+
+def synthetic_batch(batch: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "obs": torch.randint(0, 256, (batch, 9, size, size), dtype=torch.uint8, generator=g),
+        "next_obs": torch.randint(0, 256, (batch, 9, size, size), dtype=torch.uint8, generator=g),
+        "action": torch.rand(batch, ACTION_DIM, generator=g) * 2 - 1,
+        "reward": torch.rand(batch, generator=g),
+        "discount": torch.full((batch,), 0.99**3),
+    }
+
+
+def spaces(size: int):
+    return (gym.spaces.Box(0, 255, (9, size, size), np.uint8),
+            gym.spaces.Box(-1, 1, (ACTION_DIM,), np.float32))
+
+
+# -- DrQ-v2 -------------------------------------------------------------------------------------
+
+def ours_drqv2(batch_size: int, reps: int) -> float:
+    from crl.agents import drqv2
+
+    agent = drqv2.Agent(*spaces(84), drqv2.Config(batch_size=batch_size))
+    batch = synthetic_batch(batch_size, 84)
+    step = itertools.count(2, 2)
+    return median_time(lambda: agent.update(batch, next(step)), reps)
+
+
+def reference_drqv2(ref: Path, batch_size: int, reps: int) -> float:
+    sys.modules.setdefault("hydra", types.ModuleType("hydra"))
+    omegaconf = types.ModuleType("omegaconf")
+    omegaconf.OmegaConf = object
+    sys.modules.setdefault("omegaconf", omegaconf)
+    sys.path.insert(0, str(ref / "drqv2"))
+    try:
+        import drqv2 as reference  # noqa: PLC0415 - the reference checkout, on sys.path only here
+    finally:
+        sys.path.pop(0)
+    sys.modules.pop("utils", None)  # CURL has a module of the same name
+    agent = reference.DrQV2Agent((9, 84, 84), (ACTION_DIM,), "cpu", lr=1e-4, feature_dim=50, hidden_dim=1024,
+                                 critic_target_tau=0.01, num_expl_steps=2000, update_every_steps=2,
+                                 stddev_schedule="linear(1.0,0.1,500000)", stddev_clip=0.3, use_tb=False)
+    b = synthetic_batch(batch_size, 84)
+    # the reference replay yields numpy arrays, rewards and discounts shaped (B, 1)
+    numpy_batch = (b["obs"].numpy(), b["action"].numpy(), b["reward"][:, None].numpy(),
+                   b["discount"][:, None].numpy(), b["next_obs"].numpy())
+    step = itertools.count(2, 2)
+    return median_time(lambda: agent.update(itertools.repeat(numpy_batch), next(step)), reps)
+
+
+# -- CURL ---------------------------------------------------------------------------------------
+
+def ours_curl(batch_size: int, reps: int) -> float:
+    from crl.agents import curl
+
+    agent = curl.Agent(*spaces(100), curl.Config(batch_size=batch_size))
+    batch = synthetic_batch(batch_size, 100)
+    step = itertools.count(1)
+    return median_time(lambda: agent.update(batch, next(step)), reps, warmup=2)
+
+
+class _NullLogger:
+    def log(self, *args, **kwargs):
+        pass
+
+
+class _CroppedBatches:
+    """Stands in for CURL's replay: the crops are already done (their sampler does them in numpy)."""
+
+    def __init__(self, batch: dict[str, torch.Tensor]):
+        crop = slice(8, 92)
+        self.obs = batch["obs"][:, :, crop, crop].float()
+        self.next_obs = batch["next_obs"][:, :, crop, crop].float()
+        self.pos = batch["obs"][:, :, 0:84, 0:84].float()
+        self.action, self.reward = batch["action"], batch["reward"][:, None]
+
+    def sample_cpc(self):
+        kwargs = dict(obs_anchor=self.obs, obs_pos=self.pos, time_anchor=None, time_pos=None)
+        return self.obs, self.action, self.reward, self.next_obs, torch.ones_like(self.reward), kwargs
+
+
+def reference_curl(ref: Path, batch_size: int, reps: int) -> float:
+    skimage = types.ModuleType("skimage")
+    util = types.ModuleType("skimage.util")
+    shape = types.ModuleType("skimage.util.shape")
+    shape.view_as_windows = None
+    for name, module in (("skimage", skimage), ("skimage.util", util), ("skimage.util.shape", shape)):
+        sys.modules.setdefault(name, module)
+    sys.modules.setdefault("gym", gym)
+    sys.modules.pop("utils", None)
+    sys.path.insert(0, str(ref / "curl"))
+    try:
+        import curl_sac as reference  # noqa: PLC0415
+    finally:
+        sys.path.pop(0)
+    agent = reference.CurlSacAgent(
+        (9, 84, 84), (ACTION_DIM,), "cpu", hidden_dim=1024, init_temperature=0.1, alpha_lr=1e-4,
+        alpha_beta=0.5, critic_tau=0.01, encoder_tau=0.05, encoder_feature_dim=50, curl_latent_dim=128)
+    replay = _CroppedBatches(synthetic_batch(batch_size, 100))
+    step = itertools.count(1)
+    return median_time(lambda: agent.update(replay, _NullLogger(), next(step)), reps, warmup=2)
+
+
+# -- report -------------------------------------------------------------------------------------
+
+# Conv passes per update (forward, backward) at 84x84, averaged over steps for CURL's every-2 parts.
+# DrQ-v2: encode obs (with grad) and next obs; backward through the encoder once.
+# CURL: critic encode obs (grad) + target-encode next obs; actor re-encodes obs every 2nd step and
+# the target actor next obs (every step, for the critic target); CURL query (grad) + key.
+PASSES = {"DrQ-v2": (2.0, 1.0), "CURL": (2.0 + 0.5 + 1.0 + 2.0, 2.0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference", type=Path, help="folder with drqv2/ and curl/ reference checkouts")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+
+    rows = []
+    for name, batch, ours, reference in (("DrQ-v2", 256, ours_drqv2, reference_drqv2),
+                                         ("CURL", 512, ours_curl, reference_curl)):
+        ours_s = ours(batch, args.reps)
+        ref_s = reference(args.reference, batch, args.reps) if args.reference else float("nan")
+        floor_s = update_conv_flops(batch, *PASSES[name]) / (PEAK_GFLOPS * 1e9)
+        rows.append(f"| {name} | {batch} | {ours_s:.2f} | {ref_s:.2f} | {ref_s / ours_s:.2f}x | "
+                    f"{floor_s:.2f} | {ours_s / floor_s:.2f}x |")
+        print(rows[-1], flush=True)
+    body = "\n".join([
+        f"Command: `{command_line()}`", "", machine_line() + f" torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads.",
+        "One update (median of the timed steps, synthetic batch, paper batch size). Ours includes the "
+        "augmentation (DrQ-v2: bilinear shift of obs and next obs; CURL: three 100->84 crops); CURL's "
+        "reference gets batches already cropped (its replay crops in numpy). FLOP floor: conv FLOPs "
+        f"of one update from the layer shapes at {PEAK_GFLOPS:.0f} GFLOP/s (the CPU's fp32 matmul peak).",
+        "", "| agent | batch | ours (s) | reference (s) | speed-up | FLOP floor (s) | ours / floor |",
+        "|---|---:|---:|---:|---:|---:|---:|", *rows])
+    print(body)
+    if args.write:
+        write_section("Agent updates", body)
+
+
+if __name__ == "__main__":
+    main()
