@@ -1,4 +1,4 @@
-"""The `crl` command: train, eval, list, demo."""
+"""The `crl` command: train, eval, list, demo, bench."""
 
 from __future__ import annotations
 
@@ -76,6 +76,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from crl import bench
+
+    return bench.command(args.spec, agents=args.agents, seeds=args.seeds, tasks=args.tasks, frames=args.frames,
+                         out=args.out, preset=args.preset, report_only=args.report_only, reps=args.reps)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from crl.demo import run_demo
 
@@ -108,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list agents, environments or presets")
     p.add_argument("what", choices=["agents", "envs", "presets"])
     p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("bench", help="run a benchmark spec over agents, tasks and seeds, then report")
+    p.add_argument("spec", help="spec name in experiments/specs (dmc100k, dmc500k, atari100k) or a YAML path")
+    p.add_argument("--agents", help="comma-separated agent names; `crl list agents`")
+    p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the spec's)")
+    p.add_argument("--tasks", help="comma-separated environment ids (default: the spec's)")
+    p.add_argument("--frames", type=int, help="budget in frames (default: the spec's)")
+    p.add_argument("--out", help="output directory (default runs/bench/SPEC)")
+    p.add_argument("--preset", help="preset for every agent (default: the spec's, else its name)")
+    p.add_argument("--report-only", action="store_true", help="write the report from the runs already there")
+    p.add_argument("--reps", type=int, default=50_000, help="bootstrap replications for the 95%% intervals")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the README's main job: train SAC on a DMC task in minutes")
     p.add_argument("--logdir", default="runs/demo")

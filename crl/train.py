@@ -331,6 +331,9 @@ def train(agent_name: str, run: RunConfig, agent_config, run_dir: str | Path) ->
         raise FileExistsError(f"{run_dir} already holds checkpoints; resume it with --resume {run_dir} "
                               "or choose another --logdir")
     run_dir.mkdir(parents=True, exist_ok=True)
+    module = agent_module(agent_name)
+    if hasattr(module, "train_run"):  # an agent with its own loop (the SB3 baselines)
+        return module.train_run(run, agent_config, run_dir)
     trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
     write_config(run_dir, trainer.config_dict())
     try:
@@ -343,6 +346,10 @@ def train(agent_name: str, run: RunConfig, agent_config, run_dir: str | Path) ->
 def resume(run_dir: str | Path, frames: int | None = None) -> dict[str, float]:
     """Continues a run from its latest readable checkpoint, on the same curve."""
     run_dir = Path(run_dir)
+    if (run_dir / "config.yaml").is_file():
+        own_loop = agent_module(read_run_config(run_dir)["agent"])
+        if hasattr(own_loop, "resume_run"):
+            return own_loop.resume_run(run_dir, frames)
     manager = CheckpointManager(run_dir / "checkpoints")
     payload = manager.load_latest()
     if payload is None:

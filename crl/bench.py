@@ -1,0 +1,639 @@
+"""Benchmarks over agents x tasks x seeds, and their report against published numbers.
+
+    crl bench dmc100k --agents drq,drqv2,curl,sac --seeds 5
+    crl bench atari100k --agents sb3-dqn --seeds 3 --tasks atari:Pong,atari:Breakout
+    crl bench dmc100k --agents drq,curl --seeds 5 --report-only
+
+A spec is a YAML file in experiments/specs/ (dmc100k, dmc500k, atari100k) or any path: the suite,
+the tasks (env ids), the budget in frames, the number of seeds, the evaluation cadence, the preset
+of each agent (default: the spec's name) and optional overrides. Runs go one after another into
+OUT/<agent>/<task>/seed_<s>/ (task = the env id with ':' -> '_'; OUT defaults to
+runs/bench/<spec>) through `crl.train.train`. Running the same command again skips finished runs
+(eval.csv reaches the budget), resumes crashed runs from their latest checkpoint
+(`crl.train.resume`) and restarts crashed runs that have none.
+
+The report (OUT/report/: report.md, per_task.csv, aggregates.csv, plots/) gives, per task, the mean
+and std over seeds of the evaluation return at each report budget (100k and 500k frames for DMC;
+the last eval row at or below the budget, with a few frames of slack for the agent step that
+crosses it) next to the published numbers of experiments/reference/dmc_published.csv; and across
+tasks the mean, median and IQM with 95% stratified-bootstrap intervals, computed by rliable
+(`rliable.library.get_interval_estimates`, `rliable.metrics`) on scores normalised by /1000 for
+DMC and human-normalised for Atari: (score - random) / (human - random) from
+experiments/reference/atari100k_random_human.csv.
+
+Running the full benchmark on a GPU (a paper-scale pixel run is many hours on a CPU):
+
+    make install                                   # .venv with the pinned dependencies
+    .venv/bin/python -c "import torch; print(torch.cuda.is_available())"   # True: a CUDA build of torch
+    export MUJOCO_GL=egl                           # headless rendering (NVIDIA's EGL, else Mesa's)
+    .venv/bin/crl bench dmc100k --agents drq,drqv2,curl,sac,sb3-sac --seeds 10 --out runs/bench/dmc100k
+    .venv/bin/crl bench dmc500k --agents drq,drqv2,curl,sac,sb3-sac --seeds 10 --out runs/bench/dmc500k
+    .venv/bin/crl bench atari100k --agents drq-eps,curl-rainbow,sb3-dqn --seeds 5 --out runs/bench/atari100k
+
+Runs use the GPU through `device: auto` (or put `run: {device: cuda}` in a spec) and go one at a
+time. The command can be stopped and started again at any time; split the work over machines
+or processes with --agents / --tasks (each (agent, task, seed) has its own directory; give each
+process its own agents or tasks), copy the run directories into one OUT and run
+`crl bench SPEC --out OUT --report-only` there. Check the set-up first with one short run:
+`crl bench dmc100k --agents sac --seeds 1 --tasks dmc:cartpole-swingup --frames 20000`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import shutil
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crl.fileio import atomic_write_bytes
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS_DIR = REPO / "experiments" / "specs"
+REFERENCE_DIR = REPO / "experiments" / "reference"
+SUITES = ("dmc", "atari")
+SUITE_PREFIXES = {"dmc": ("dmc", "dmc-state"), "atari": ("atari",)}
+# An evaluation lands on the first agent step at or past its cadence: an agent step is at most 8
+# frames (cartpole's action repeat; Atari's frame skip is 4), so a row that far past a budget is at it.
+SLACK_FRAMES = 8
+DMC_SCORE_SCALE = 1000.0
+METRICS = ("mean", "median", "iqm")
+
+
+class SpecError(ValueError):
+    pass
+
+
+# -- specs -------------------------------------------------------------------------------------
+
+@dataclass
+class Spec:
+    name: str
+    path: Path
+    suite: str
+    tasks: list[str]
+    frames: int
+    seeds: int = 10
+    eval_every_frames: int = 10_000
+    eval_episodes: int = 10
+    report_frames: list[int] = field(default_factory=list)  # default: the budget
+    preset: str | None = None  # for every agent; None: no preset (the key absent: the spec's name)
+    presets: dict[str, str | None] = field(default_factory=dict)  # per agent
+    run: dict[str, Any] = field(default_factory=dict)  # RunConfig fields for every run
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per agent: any config field
+    description: str = ""
+
+
+SPEC_KEYS = [f.name for f in dataclasses.fields(Spec) if f.name not in ("name", "path")]
+REQUIRED_KEYS = ("suite", "tasks", "frames")
+SPEC_RUN_KEYS = ("env", "seed", "seeds", "frames", "eval_every_frames", "eval_episodes")
+
+
+def available_specs() -> list[str]:
+    return sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
+
+
+def spec_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise SpecError(f"spec file {path} does not exist")
+        return path
+    path = SPECS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise SpecError(f"unknown benchmark spec {str(name_or_path)!r}; specs: {', '.join(available_specs())} "
+                        "(or pass a path to a YAML file)")
+    return path
+
+
+def load_spec(name_or_path: str | Path) -> Spec:
+    """Reads and validates a spec: an unknown key or a bad value is an error naming the file and key."""
+    import yaml
+
+    from crl import envs, registry
+    from crl.config import field_names
+    from crl.train import RunConfig
+
+    path = spec_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"spec {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"spec {path} must be a mapping of key: value")
+
+    def fail(key: str, message: str) -> SpecError:
+        return SpecError(f"spec {path}: key {key!r} {message}")
+
+    for key in data:
+        if key not in SPEC_KEYS:
+            raise fail(key, f"is not a spec key; keys: {', '.join(SPEC_KEYS)}")
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            raise fail(key, "is missing")
+    if data["suite"] not in SUITES:
+        raise fail("suite", f"must be one of {', '.join(SUITES)}, got {data['suite']!r}")
+    tasks = data["tasks"]
+    if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise fail("tasks", "must be a non-empty list of environment ids")
+    for task in tasks:
+        try:
+            suite, _ = envs.check_env_id(task)
+        except ValueError as error:
+            raise fail("tasks", str(error)) from None
+        if suite not in SUITE_PREFIXES[data["suite"]]:
+            raise fail("tasks", f"holds {task!r}, which is not a {data['suite']} task")
+    for key in ("frames", "seeds", "eval_every_frames", "eval_episodes"):
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 1):
+            raise fail(key, f"must be a positive integer, got {data[key]!r}")
+    report_frames = data.get("report_frames", [data["frames"]])
+    if not isinstance(report_frames, list) or not all(isinstance(f, int) and f > 0 for f in report_frames):
+        raise fail("report_frames", f"must be a list of positive integers, got {report_frames!r}")
+    for key in ("presets", "run", "overrides"):
+        if not isinstance(data.get(key, {}), dict):
+            raise fail(key, f"must be a mapping, got {data[key]!r}")
+    for key in ("presets", "overrides"):
+        for agent in data.get(key, {}):
+            if agent not in registry.AGENTS:
+                raise fail(key, f"names unknown agent {agent!r}; agents: {', '.join(sorted(registry.AGENTS))}")
+    for agent, values in data.get("overrides", {}).items():
+        if not isinstance(values, dict):
+            raise fail("overrides", f"for {agent!r} must be a mapping of field: value, got {values!r}")
+    for key in ("preset", "description"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise fail(key, f"must be a string, got {data[key]!r}")
+    for agent, name in data.get("presets", {}).items():
+        if name is not None and not isinstance(name, str):
+            raise fail("presets", f"for {agent!r} must be a preset name or null, got {name!r}")
+    run_fields = field_names(RunConfig)
+    for name in data.get("run", {}):
+        if name not in run_fields:
+            raise fail("run", f"holds unknown run field {name!r}; fields: {', '.join(run_fields)}")
+        if name in SPEC_RUN_KEYS:
+            raise fail("run", f"holds {name!r}, which the spec sets itself (tasks, seeds and its own {name!r} key)")
+    return Spec(name=path.stem, path=path, suite=data["suite"], tasks=list(tasks), frames=data["frames"],
+                seeds=data.get("seeds", 10), eval_every_frames=data.get("eval_every_frames", 10_000),
+                eval_episodes=data.get("eval_episodes", 10), report_frames=sorted(report_frames),
+                preset=data.get("preset", path.stem), presets=dict(data.get("presets", {})),
+                run=dict(data.get("run", {})), overrides={a: dict(v) for a, v in data.get("overrides", {}).items()},
+                description=str(data.get("description", "")))
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+@dataclass
+class BenchRun:
+    agent: str
+    task: str
+    seed: int
+    run_dir: Path
+    run: Any  # RunConfig
+    agent_config: Any
+
+
+def task_dir(task: str) -> str:
+    return task.replace(":", "_")
+
+
+def run_dir_of(out: Path, agent: str, task: str, seed: int) -> Path:
+    return Path(out) / agent / task_dir(task) / f"seed_{seed}"
+
+
+def plan(spec: Spec, agents: list[str], seeds: list[int], out: Path, tasks: list[str] | None = None,
+         frames: int | None = None, preset: str | None = None) -> list[BenchRun]:
+    """Every (agent, task, seed) with its configs, built before anything runs so that a bad
+    preset or field fails at once."""
+    from crl.train import build_configs
+
+    runs = []
+    for agent in agents:
+        agent_preset = preset or spec.presets.get(agent, spec.preset)
+        for task in tasks or spec.tasks:
+            for seed in seeds:
+                settings = {"frames": spec.frames, "eval_every_frames": spec.eval_every_frames,
+                            "eval_episodes": spec.eval_episodes, **spec.run, **spec.overrides.get(agent, {}),
+                            "env": task, "seed": seed}
+                if frames is not None:
+                    settings["frames"] = frames
+                try:
+                    run, agent_config = build_configs(agent, agent_preset, settings)
+                except ValueError as error:
+                    raise SpecError(f"spec {spec.path}, agent {agent!r}: {error}") from None
+                runs.append(BenchRun(agent, task, seed, run_dir_of(out, agent, task, seed), run, agent_config))
+    return runs
+
+
+def eval_rows(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, episode_return) of a run's eval.csv, sorted by frames; empty when there is none."""
+    path = Path(run_dir) / "eval.csv"
+    frames, returns = [], []
+    if path.is_file():
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                try:
+                    x, y = float(row["frames"]), float(row["episode_return"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if math.isfinite(x) and math.isfinite(y):
+                    frames.append(x)
+                    returns.append(y)
+    order = np.argsort(frames, kind="stable")
+    return np.asarray(frames)[order], np.asarray(returns)[order]
+
+
+def run_state(run_dir: Path, frames: int) -> str:
+    """done (eval.csv reaches the budget), resume (has checkpoints), restart (has files) or new."""
+    from crl.checkpoint import CheckpointManager
+
+    run_dir = Path(run_dir)
+    logged, _ = eval_rows(run_dir)
+    if len(logged) and logged[-1] >= frames:
+        return "done"
+    if CheckpointManager(run_dir / "checkpoints").latest() is not None:
+        return "resume"
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        return "restart"
+    return "new"
+
+
+def execute(run: BenchRun) -> str:
+    """Brings one run to its budget; returns what it did (skipped, trained, resumed, restarted)."""
+    from crl import train
+
+    state = run_state(run.run_dir, run.run.frames)
+    if state == "done":
+        return "skipped"
+    if state == "resume":
+        train.resume(run.run_dir, frames=run.run.frames)
+    else:
+        if state == "restart":
+            shutil.rmtree(run.run_dir / "tb", ignore_errors=True)  # the crashed attempt's curves
+        train.train(run.agent, run.run, run.agent_config, run.run_dir)
+    if run_state(run.run_dir, run.run.frames) != "done":
+        raise RuntimeError(f"{run.run_dir} stopped before its eval.csv reached {run.run.frames} frames")
+    return {"resume": "resumed", "restart": "restarted"}.get(state, "trained")
+
+
+def run_all(runs: list[BenchRun]) -> list[dict[str, Any]]:
+    """Runs one after another under a progress bar; a failing run is reported and the rest go on."""
+    from tqdm import tqdm
+
+    outcomes = []
+    with tqdm(runs, desc="bench", unit="run", file=sys.stderr) as bar:
+        for run in bar:
+            bar.set_postfix_str(f"{run.agent} {run.task} seed {run.seed}")
+            try:
+                status, error = execute(run), ""
+            except Exception as exc:  # noqa: BLE001 - one failing run must not stop a multi-day sweep
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
+                tqdm.write(f"crl bench: {run.run_dir} failed:\n{traceback.format_exc()}", file=sys.stderr)
+            outcomes.append({"agent": run.agent, "task": run.task, "seed": run.seed, "run_dir": str(run.run_dir),
+                             "status": status, "error": error})
+    return outcomes
+
+
+# -- reference numbers -------------------------------------------------------------------------
+
+def read_reference(name: str) -> list[dict[str, str]]:
+    """Rows of experiments/reference/<name> (lines starting with '#' are its source notes)."""
+    with open(REFERENCE_DIR / name, newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def published_task(env_id: str) -> str | None:
+    """dmc:cartpole-swingup -> cartpole_swingup (the tables' name); None for ids they do not cover
+    (the published numbers are from pixels, so dmc-state ids have none)."""
+    suite, _, name = env_id.partition(":")
+    if suite != "dmc":
+        return None
+    domain, _, task = name.partition("-")
+    return f"{domain}_{task}"
+
+
+def env_id_of_published(task: str) -> str:
+    """cartpole_swingup -> dmc:cartpole-swingup (domains may hold '_': ball_in_cup_catch)."""
+    from crl import envs
+
+    for env_id in envs.env_ids("dmc"):
+        if published_task(env_id) == task:
+            return env_id
+    raise KeyError(f"no dmc task is published as {task!r}")
+
+
+def dmc_published() -> dict[tuple[str, str, int], tuple[float, float]]:
+    """(method, env id, frames) -> (mean, std) from dmc_published.csv."""
+    return {(row["method"], env_id_of_published(row["task"]), int(row["steps"])): (float(row["mean"]), float(row["std"]))
+            for row in read_reference("dmc_published.csv")}
+
+
+def atari_random_human() -> dict[str, tuple[float, float]]:
+    return {row["game"]: (float(row["random"]), float(row["human"])) for row in read_reference("atari100k_random_human.csv")}
+
+
+def human_normalized(score, game: str, table: dict[str, tuple[float, float]] | None = None):
+    random, human = (table or atari_random_human())[game]
+    return (np.asarray(score, dtype=float) - random) / (human - random)
+
+
+def normalize(suite: str, env_id: str, score, atari_table=None):
+    """DMC: return / 1000 (the maximum return); Atari: human-normalised score."""
+    if suite == "dmc":
+        return np.asarray(score, dtype=float) / DMC_SCORE_SCALE
+    return human_normalized(score, env_id.partition(":")[2], atari_table)
+
+
+# -- scores and aggregates ---------------------------------------------------------------------
+
+def score_at(frames: np.ndarray, returns: np.ndarray, budget: int) -> float | None:
+    """The eval return at a budget: the last row at or below it (plus the slack of one agent
+    step); None if the run has not reached the budget."""
+    if not len(frames) or frames[-1] < budget:
+        return None
+    below = np.flatnonzero(frames <= budget + SLACK_FRAMES)
+    return float(returns[below[-1]]) if len(below) else None
+
+
+def rliable_modules():
+    """rliable.library and rliable.metrics, imported on first use (rliable pulls in arch and pandas)."""
+    from rliable import library, metrics
+
+    return library, metrics
+
+
+def aggregate(scores: dict[str, np.ndarray], reps: int = 50_000, seed: int = 0) -> dict[str, dict[str, tuple]]:
+    """Mean, median and IQM (rliable's definitions) of (runs x tasks) normalised score matrices, each
+    with its 95% percentile stratified-bootstrap interval: {agent: {metric: (point, low, high)}}."""
+    if not scores:
+        return {}
+    library, metrics = rliable_modules()
+
+    def all_metrics(matrix):
+        return np.array([metrics.aggregate_mean(matrix), metrics.aggregate_median(matrix),
+                         metrics.aggregate_iqm(matrix)])
+
+    # rliable 1.2 draws its resamples from numpy's global RNG (np.random.choice), not from the
+    # random_state it is given: seed that one, and put it back afterwards.
+    global_state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # arch: random_state -> generator
+            points, intervals = library.get_interval_estimates(scores, all_metrics, reps=reps)
+    finally:
+        np.random.set_state(global_state)
+    return {agent: {metric: (float(points[agent][i]), float(intervals[agent][0, i]), float(intervals[agent][1, i]))
+                    for i, metric in enumerate(METRICS)} for agent in scores}
+
+
+def collect(out: Path, agents: list[str], tasks: list[str], seeds: list[int]) -> dict:
+    """{(agent, task): {seed: (frames, returns)}} for every run directory with an eval.csv."""
+    curves = {}
+    for agent in agents:
+        for task in tasks:
+            for seed in seeds:
+                frames, returns = eval_rows(run_dir_of(out, agent, task, seed))
+                if len(frames):
+                    curves.setdefault((agent, task), {})[seed] = (frames, returns)
+    return curves
+
+
+def per_task_rows(suite: str, curves: dict, agents: list[str], tasks: list[str], budgets: list[int]) -> list[dict]:
+    """One row per (task, budget, agent): mean and std (over seeds, ddof 0) of the eval return,
+    the normalised mean, and the published numbers for the same task and budget."""
+    published = dmc_published() if suite == "dmc" else {}
+    methods = sorted({method for method, _, _ in published})
+    atari_table = atari_random_human() if suite == "atari" else None
+    rows = []
+    for task in tasks:
+        for budget in budgets:
+            for agent in agents:
+                by_seed = {seed: score_at(f, r, budget) for seed, (f, r) in curves.get((agent, task), {}).items()}
+                values = np.array([v for v in by_seed.values() if v is not None])
+                row = {"task": task, "frames": budget, "agent": agent, "seeds": len(values),
+                       "mean": float(values.mean()) if len(values) else None,
+                       "std": float(values.std()) if len(values) else None,
+                       "normalized_mean": float(normalize(suite, task, values, atari_table).mean()) if len(values) else None}
+                for method in methods:
+                    mean, std = published.get((method, task, budget), (None, None))
+                    row[f"{method}_published_mean"], row[f"{method}_published_std"] = mean, std
+                if atari_table is not None:
+                    row["random"], row["human"] = atari_table[task.partition(":")[2]]
+                rows.append(row)
+    return rows
+
+
+def score_matrices(suite: str, curves: dict, agents: list[str], tasks: list[str], budget: int):
+    """{agent: (seeds x tasks) normalised scores} over the seeds that every task has at `budget`;
+    agents missing a task at this budget are left out (with the reason) rather than aggregated
+    over fewer tasks."""
+    atari_table = atari_random_human() if suite == "atari" else None
+    matrices, missing = {}, {}
+    for agent in agents:
+        scores = {task: {seed: score_at(f, r, budget) for seed, (f, r) in curves.get((agent, task), {}).items()}
+                  for task in tasks}
+        scores = {task: {s: v for s, v in by_seed.items() if v is not None} for task, by_seed in scores.items()}
+        common = sorted(set.intersection(*(set(by_seed) for by_seed in scores.values())))
+        if not common:
+            missing[agent] = [task for task, by_seed in scores.items() if not by_seed] or ["no seed covers every task"]
+            continue
+        matrices[agent] = np.array([[float(normalize(suite, task, scores[task][s], atari_table)) for task in tasks]
+                                    for s in common])
+    return matrices, missing
+
+
+# -- plots -------------------------------------------------------------------------------------
+
+def mean_and_std(runs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and std over the runs that cover each logged frame count (interpolated between a
+    run's own rows), so that a run that stopped early still shows up to where it got."""
+    grid = np.unique(np.concatenate([f for f, _ in runs]))
+    values = np.full((len(runs), len(grid)), np.nan)
+    for i, (frames, returns) in enumerate(runs):
+        covered = (grid >= frames[0]) & (grid <= frames[-1])
+        values[i, covered] = np.interp(grid[covered], frames, returns)
+    return grid, np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+
+
+def plot_task(path: Path, suite: str, task: str, curves: dict, agents: list[str], budgets: list[int]) -> Path:
+    """Each agent's mean eval return with a +-1 std band over seeds, and the published
+    mean +- std at each budget (DMC) or the random and human scores (Atari)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, agent in enumerate(agents):
+        runs = list(curves.get((agent, task), {}).values())
+        if not runs:
+            continue
+        grid, mean, std = mean_and_std(runs)
+        ax.plot(grid, mean, color=f"C{i}", label=f"{agent} (n={len(runs)})")
+        ax.fill_between(grid, mean - std, mean + std, color=f"C{i}", alpha=0.2, linewidth=0)
+    if suite == "dmc":
+        published = dmc_published()
+        methods = sorted({m for m, _, _ in published})
+        for j, method in enumerate(methods):
+            points = [(b, *published[(method, task, b)]) for b in budgets if (method, task, b) in published]
+            if points:
+                x, y, err = zip(*points)
+                nudge = 1 + 0.015 * (j - (len(methods) - 1) / 2)  # side by side, not on top of each other
+                ax.errorbar(np.array(x) * nudge, y, yerr=err, fmt="D", capsize=4, color=f"C{len(agents) + j}",
+                            label=f"{method} (published)")
+    else:
+        random, human = atari_random_human()[task.partition(":")[2]]
+        ax.axhline(random, linestyle=":", color="gray", label="random")
+        ax.axhline(human, linestyle="--", color="gray", label="human")
+    ax.set_xlabel("frames")
+    ax.set_ylabel("eval episode_return")
+    ax.set_title(task)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+# -- the report --------------------------------------------------------------------------------
+
+def fmt(value, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO(newline="")
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def per_task_markdown(suite: str, rows: list[dict]) -> str:
+    methods = [k[: -len("_published_mean")] for k in (rows[0] if rows else {}) if k.endswith("_published_mean")]
+    extra = [f"{m} (published)" for m in methods] if suite == "dmc" else ["HNS", "random", "human"]
+    lines = ["| task | frames | agent | return mean ± std | seeds | " + " | ".join(extra) + " |",
+             "|" + "---|" * (5 + len(extra))]
+    for row in rows:
+        if suite == "dmc":
+            cells = [f"{fmt(row[f'{m}_published_mean'], 0)} ± {fmt(row[f'{m}_published_std'], 0)}"
+                     if row[f"{m}_published_mean"] is not None else "" for m in methods]
+        else:
+            cells = [fmt(row["normalized_mean"], 3), fmt(row["random"]), fmt(row["human"])]
+        score = f"{fmt(row['mean'])} ± {fmt(row['std'])}" if row["seeds"] else "(no run at this budget)"
+        lines.append(f"| {row['task']} | {row['frames']} | {row['agent']} | {score} | {row['seeds']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(spec: Spec, out: Path, agents: list[str], tasks: list[str], seeds: list[int], frames: int,
+           reps: int = 50_000, outcomes: list[dict] | None = None) -> Path:
+    """Writes OUT/report/{report.md, per_task.csv, aggregates.csv, plots/<task>.png}."""
+    out = Path(out)
+    report_dir = out / "report"
+    budgets = [b for b in spec.report_frames if b <= frames] or [frames]
+    curves = collect(out, agents, tasks, seeds)
+    rows = per_task_rows(spec.suite, curves, agents, tasks, budgets)
+    write_csv(report_dir / "per_task.csv", rows)
+
+    aggregate_rows, notes = [], []
+    for budget in budgets:
+        matrices, missing = score_matrices(spec.suite, curves, agents, tasks, budget)
+        for agent, reason in missing.items():
+            notes.append(f"{agent} at {budget} frames: not aggregated, no complete runs for {', '.join(reason)}")
+        for agent, values in aggregate(matrices, reps=reps).items():
+            for metric, (point, low, high) in values.items():
+                aggregate_rows.append({"agent": agent, "frames": budget, "metric": metric, "value": point,
+                                       "ci_low": low, "ci_high": high, "runs": matrices[agent].shape[0],
+                                       "tasks": matrices[agent].shape[1]})
+    write_csv(report_dir / "aggregates.csv", aggregate_rows)
+
+    plots = [plot_task(report_dir / "plots" / f"{task_dir(task)}.png", spec.suite, task, curves, agents, budgets)
+             for task in tasks if any((agent, task) in curves for agent in agents)]
+
+    score_name = "return / 1000" if spec.suite == "dmc" else "human-normalised score (score - random) / (human - random)"
+    lines = [f"# Benchmark {spec.name}", "",
+             f"Spec `{spec.path}`; agents {', '.join(agents)}; {len(tasks)} tasks; seeds {', '.join(map(str, seeds))}; "
+             f"budget {frames} frames; run directories under `{out}`.", ""]
+    if spec.description:
+        lines += [spec.description.strip(), ""]
+    lines += ["## Per task", "",
+              "Evaluation return (deterministic policy) at each budget: the last eval row at or below it; "
+              "mean ± std over seeds (std with ddof 0)."
+              + (" Published: experiments/reference/dmc_published.csv (CURL and DrQ, Table 1)." if spec.suite == "dmc" else
+                 " HNS: human-normalised score of the mean."), "",
+              per_task_markdown(spec.suite, rows), "",
+              "## Aggregates across tasks", "",
+              f"Scores normalised as {score_name}; mean, median and IQM (25% trimmed mean over all runs and tasks) as "
+              f"rliable defines them, with 95% percentile stratified-bootstrap intervals ({reps} replications, "
+              "runs resampled within each task).", "",
+              "| agent | frames | metric | value | 95% CI | runs x tasks |", "|---|---|---|---|---|---|"]
+    for row in aggregate_rows:
+        lines.append(f"| {row['agent']} | {row['frames']} | {row['metric']} | {row['value']:.3f} | "
+                     f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] | {row['runs']} x {row['tasks']} |")
+    if not aggregate_rows:
+        lines.append("| (no agent has complete runs) | | | | | |")
+    lines += ["", "## Learning curves", ""]
+    lines += [f"![{p.stem}](plots/{p.name})" for p in plots] or ["(no runs yet)"]
+    failed = [o for o in outcomes or [] if o["status"] == "failed"]
+    if notes or failed:
+        lines += ["", "## Missing", ""]
+        lines += [f"- {note}" for note in notes]
+        lines += [f"- {o['run_dir']} failed: {o['error']}" for o in failed]
+    path = report_dir / "report.md"
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
+# -- the command -------------------------------------------------------------------------------
+
+def split_list(text: str | None) -> list[str] | None:
+    return [item.strip() for item in text.split(",") if item.strip()] if text else None
+
+
+def discover_agents(out: Path) -> list[str]:
+    from crl import registry
+
+    return sorted(p.name for p in Path(out).iterdir() if p.is_dir() and p.name in registry.AGENTS) if Path(out).is_dir() else []
+
+
+def command(spec_name: str, agents: str | None = None, seeds: int | None = None, tasks: str | None = None,
+            frames: int | None = None, out: str | None = None, preset: str | None = None,
+            report_only: bool = False, reps: int = 50_000) -> int:
+    """`crl bench`: runs what is missing, then writes the report. 0 when every run finished."""
+    from crl import envs, registry
+
+    spec = load_spec(spec_name)
+    out_dir = Path(out) if out else Path("runs") / "bench" / spec.name
+    task_list = split_list(tasks) or spec.tasks
+    for task in task_list:
+        suite, _ = envs.check_env_id(task)
+        if suite not in SUITE_PREFIXES[spec.suite]:
+            raise SpecError(f"--tasks: {task!r} is not a {spec.suite} task (spec {spec.path})")
+    agent_list = split_list(agents) or (discover_agents(out_dir) if report_only else None)
+    if not agent_list:
+        raise SpecError("crl bench needs --agents a,b (`crl list agents`)" if not report_only else
+                        f"--report-only found no agent directories in {out_dir}; pass --agents")
+    for agent in agent_list:
+        registry.agent_module(agent)  # an unknown name fails here, naming the valid ones
+    seed_list = list(range(seeds if seeds is not None else spec.seeds))
+    budget = frames or spec.frames
+    outcomes = []
+    if not report_only:
+        runs = plan(spec, agent_list, seed_list, out_dir, task_list, frames=frames, preset=preset)
+        outcomes = run_all(runs)
+        counts = {s: sum(o["status"] == s for o in outcomes) for s in ("trained", "resumed", "restarted", "skipped", "failed")}
+        print("runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    path = report(spec, out_dir, agent_list, task_list, seed_list, budget, reps=reps, outcomes=outcomes)
+    print(f"report: {path}")
+    return 1 if any(o["status"] == "failed" for o in outcomes) else 0

@@ -1,0 +1,301 @@
+"""crl bench: specs, skip/resume/restart of runs, per-task tables, rliable aggregates, the report."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crl import bench, cli, envs, train
+from crl.envs.atari import ATARI_100K_GAMES
+
+TINY_SPEC = """\
+suite: dmc
+tasks: [dmc-state:cartpole-balance]
+frames: 2000
+seeds: 1
+eval_every_frames: 1000
+eval_episodes: 1
+report_frames: [1000, 2000]
+preset: null
+run: {seed_frames: 500, checkpoint_every_frames: 1000}
+overrides:
+  sac: {hidden_dims: [32, 32], batch_size: 32}
+"""
+
+
+def write_spec(tmp_path, text, name="tiny"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def write_eval(run_dir: Path, rows):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "eval.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["frames", "agent_steps", "updates", "wall_time", "episode_return", "episode_return_std"])
+        for frames, value in rows:
+            writer.writerow([frames, frames // 8, frames // 8, 0.0, value, 0.0])
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# -- aggregates --------------------------------------------------------------------------------
+
+def test_aggregates_are_rliables():
+    rng = np.random.default_rng(0)
+    scores = {"a": rng.uniform(0, 1, (5, 4)), "b": rng.uniform(0, 2, (5, 4))}
+    ours = bench.aggregate(scores, reps=300, seed=3)
+    library, metrics = bench.rliable_modules()
+    for i, (metric, func) in enumerate([("mean", metrics.aggregate_mean), ("median", metrics.aggregate_median),
+                                        ("iqm", metrics.aggregate_iqm)]):
+        np.random.seed(3)  # rliable resamples with numpy's global RNG
+        points, intervals = library.get_interval_estimates(scores, lambda x, func=func: np.array([func(x)]), reps=300)
+        for agent in scores:
+            point, low, high = ours[agent][metric]
+            assert point == pytest.approx(points[agent][0])
+            assert low <= point <= high
+            assert (low, high) == pytest.approx((intervals[agent][0, 0], intervals[agent][1, 0]))  # same resamples
+    a = scores["a"]
+    assert ours["a"]["mean"][0] == pytest.approx(a.mean(axis=0).mean())
+    assert ours["a"]["median"][0] == pytest.approx(np.median(a.mean(axis=0)))
+    assert bench.aggregate(scores, reps=300, seed=3) == ours  # reproducible
+
+
+def test_iqm_by_hand():
+    scores = np.array([[0.0, 10.0], [1.0, 9.0], [2.0, 8.0], [3.0, 100.0]])
+    # 8 scores sorted: 0 1 2 3 8 9 10 100; the middle half is 2 3 8 9
+    assert bench.aggregate({"x": scores}, reps=50)["x"]["iqm"][0] == pytest.approx(5.5)
+
+
+def test_human_normalised_score_by_hand():
+    assert bench.human_normalized(-20.7, "Pong") == pytest.approx(0.0)
+    assert bench.human_normalized(14.6, "Pong") == pytest.approx(1.0)
+    assert bench.human_normalized(0.0, "Pong") == pytest.approx(20.7 / 35.3)
+    assert bench.normalize("atari", "atari:Breakout", 30.5) == pytest.approx(1.0)
+    assert bench.normalize("dmc", "dmc:walker-walk", 750.0) == pytest.approx(0.75)
+
+
+def test_atari_reference_covers_the_26_games():
+    table = bench.atari_random_human()
+    assert list(table) == list(ATARI_100K_GAMES) and len(table) == 26
+    for game in table:
+        envs.check_env_id(f"atari:{game}")
+    assert bench.load_spec("atari100k").tasks == [f"atari:{game}" for game in ATARI_100K_GAMES]
+
+
+def test_reference_copies_keep_their_sources():
+    for name in ("dmc_published.csv", "atari100k_random_human.csv"):
+        assert (bench.REFERENCE_DIR / name).read_text().startswith("# ")
+
+
+# -- published numbers -------------------------------------------------------------------------
+
+def test_published_names_map_to_env_ids():
+    assert bench.published_task("dmc:cartpole-swingup") == "cartpole_swingup"
+    assert bench.published_task("dmc:ball_in_cup-catch") == "ball_in_cup_catch"
+    assert bench.published_task("dmc-state:cartpole-swingup") is None  # the tables are from pixels
+    assert bench.env_id_of_published("ball_in_cup_catch") == "dmc:ball_in_cup-catch"
+    published = bench.dmc_published()
+    assert published[("CURL", "dmc:cartpole-swingup", 100_000)] == (582.0, 146.0)
+    assert published[("DrQ", "dmc:walker-walk", 500_000)] == (921.0, 45.0)
+    assert {task for _, task, _ in published} == set(bench.load_spec("dmc100k").tasks)
+
+
+# -- scores at a budget and the per-task table ---------------------------------------------------
+
+def test_score_at_takes_the_last_row_at_or_below_the_budget():
+    frames, returns = np.array([10_000.0, 50_000, 90_000, 100_003]), np.array([1.0, 2, 3, 4])
+    assert bench.score_at(frames, returns, 100_000) == 4  # the agent step that crossed the budget
+    assert bench.score_at(frames, returns, 95_000) == 3
+    assert bench.score_at(frames, returns, 200_000) is None  # not reached
+    assert bench.score_at(np.array([90_000.0, 110_000]), np.array([1.0, 2]), 100_000) == 1
+
+
+def synthetic_runs(out):
+    """drq: 3 seeds on two tasks; sac: seed 2 of walker stopped at 60k frames."""
+    for seed in range(3):
+        for task, base in (("dmc:cartpole-swingup", 700), ("dmc:walker-walk", 500)):
+            write_eval(bench.run_dir_of(out, "drq", task, seed),
+                       [(50_000, 100), (100_000, base + 10 * seed), (150_000, 999)])
+            rows = [(50_000, 50), (100_000, base / 2 + seed)]
+            if task == "dmc:walker-walk" and seed == 2:
+                rows = rows[:1] + [(60_000, 60)]
+            write_eval(bench.run_dir_of(out, "sac", task, seed), rows)
+
+
+def test_per_task_table_and_report_from_run_directories(tmp_path):
+    out = tmp_path / "out"
+    synthetic_runs(out)
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC.replace("dmc-state:cartpole-balance",
+                                                                  "dmc:cartpole-swingup, dmc:walker-walk")
+                                      .replace("report_frames: [1000, 2000]", "report_frames: [100000, 500000]")))
+    tasks, agents = ["dmc:cartpole-swingup", "dmc:walker-walk"], ["drq", "sac"]
+    curves = bench.collect(out, agents, tasks, [0, 1, 2])
+    rows = bench.per_task_rows("dmc", curves, agents, tasks, [100_000])
+    by_key = {(r["agent"], r["task"]): r for r in rows}
+    drq = by_key[("drq", "dmc:cartpole-swingup")]
+    assert drq["seeds"] == 3 and drq["mean"] == pytest.approx(710) and drq["std"] == pytest.approx(np.std([700, 710, 720]))
+    assert (drq["DrQ_published_mean"], drq["DrQ_published_std"]) == (759.0, 92.0)
+    assert (drq["CURL_published_mean"], drq["CURL_published_std"]) == (582.0, 146.0)
+    sac_walker = by_key[("sac", "dmc:walker-walk")]
+    assert sac_walker["seeds"] == 2 and sac_walker["mean"] == pytest.approx(250.5)  # seed 2 never reached 100k
+
+    matrices, missing = bench.score_matrices("dmc", curves, agents, tasks, 100_000)
+    np.testing.assert_allclose(matrices["drq"], np.array([[700, 500], [710, 510], [720, 520]]) / 1000)
+    assert matrices["sac"].shape == (2, 2) and not missing  # seeds common to both tasks
+
+    path = bench.report(spec, out, agents, tasks, [0, 1, 2], frames=150_000, reps=200)
+    text = path.read_text()
+    assert "| dmc:cartpole-swingup | 100000 | drq | 710.0 ± 8.2 | 3 | 582 ± 146 | 759 ± 92 |" in text
+    aggregates = read_csv(out / "report" / "aggregates.csv")
+    assert {(r["agent"], r["metric"]) for r in aggregates} == {(a, m) for a in agents for m in bench.METRICS}
+    drq_mean = next(r for r in aggregates if r["agent"] == "drq" and r["metric"] == "mean")
+    assert float(drq_mean["value"]) == pytest.approx(0.61)
+    assert len(read_csv(out / "report" / "per_task.csv")) == 4  # 2 tasks x 2 agents at 100k (500k > budget)
+    for task in tasks:
+        png = out / "report" / "plots" / f"{bench.task_dir(task)}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_agent_missing_a_task_is_not_aggregated(tmp_path):
+    out = tmp_path / "out"
+    write_eval(bench.run_dir_of(out, "drq", "dmc:walker-walk", 0), [(100_000, 300)])
+    curves = bench.collect(out, ["drq"], ["dmc:walker-walk", "dmc:cheetah-run"], [0])
+    matrices, missing = bench.score_matrices("dmc", curves, ["drq"], ["dmc:walker-walk", "dmc:cheetah-run"], 100_000)
+    assert not matrices and missing == {"drq": ["dmc:cheetah-run"]}
+
+
+# -- specs -------------------------------------------------------------------------------------
+
+def test_shipped_specs_load():
+    for name in ("dmc100k", "dmc500k", "atari100k"):
+        spec = bench.load_spec(name)
+        assert spec.name == name and spec.preset == name
+    assert bench.load_spec("dmc500k").report_frames == [100_000, 500_000]
+    assert bench.load_spec("atari100k").frames == 400_000
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s + "budget: 5\n", "key 'budget' is not a spec key"),
+    (lambda s: s.replace("suite: dmc", "suite: mujoco"), "key 'suite' must be one of"),
+    (lambda s: s.replace("dmc-state:cartpole-balance", "atari:Pong"), "key 'tasks' holds 'atari:Pong'"),
+    (lambda s: s.replace("dmc-state:cartpole-balance", "dmc:cartpole-balanse"), "key 'tasks' unknown dmc"),
+    (lambda s: s.replace("frames: 2000", "frames: -5"), "key 'frames' must be a positive integer"),
+    (lambda s: s.replace("seed_frames", "seed_frame"), "key 'run' holds unknown run field 'seed_frame'"),
+    (lambda s: s.replace("  sac:", "  sacc:"), "key 'overrides' names unknown agent 'sacc'"),
+    (lambda s: s.replace("seed_frames: 500", "frames: 500"), "key 'run' holds 'frames', which the spec sets"),
+    (lambda s: s.replace("preset: null", "presets: {sac: [cpu-smoke]}"), "key 'presets' for 'sac' must be"),
+    (lambda s: s.replace("suite: dmc\n", ""), "key 'suite' is missing"),
+])
+def test_spec_errors_name_the_file_and_key(tmp_path, edit, message):
+    path = write_spec(tmp_path, edit(TINY_SPEC))
+    with pytest.raises(bench.SpecError, match=message) as error:
+        bench.load_spec(path)
+    assert str(path) in str(error.value)
+
+
+def test_unknown_spec_name_lists_the_specs():
+    with pytest.raises(bench.SpecError, match="dmc100k, dmc500k"):
+        bench.load_spec("dmc1OOk")
+
+
+def test_plan_layers_preset_spec_overrides_and_frames(tmp_path):
+    runs = bench.plan(bench.load_spec("dmc100k"), ["sac"], [0, 1], tmp_path, tasks=["dmc:walker-walk"])
+    assert [(r.run.env, r.run.seed, r.run.frames, r.run.eval_every_frames) for r in runs] == [
+        ("dmc:walker-walk", 0, 100_000, 10_000), ("dmc:walker-walk", 1, 100_000, 10_000)]
+    assert runs[1].run_dir == tmp_path / "sac" / "dmc_walker-walk" / "seed_1"
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC))
+    (run,) = bench.plan(spec, ["sac"], [0], tmp_path, frames=3000)
+    assert run.run.frames == 3000 and run.run.seed_frames == 500 and run.agent_config.hidden_dims == (32, 32)
+    with pytest.raises(bench.SpecError, match="unknown preset 'atari100k' for agent 'sac'"):
+        bench.plan(bench.load_spec("atari100k"), ["sac"], [0], tmp_path)
+
+
+def test_bench_module_knows_no_agent_by_name():
+    source = Path(bench.__file__).read_text()
+    assert "crl.agents" not in source and "import agents" not in source
+
+
+# -- running: skip, resume, restart; the command end to end --------------------------------------
+
+def test_cli_runs_skips_resumes_restarts_and_reports(tmp_path, monkeypatch, capsys):
+    spec = write_spec(tmp_path, TINY_SPEC)
+    out = tmp_path / "out"
+    argv = ["bench", str(spec), "--agents", "sac", "--seeds", "1", "--out", str(out), "--reps", "100"]
+    assert cli.main(argv) == 0
+    run_dir = out / "sac" / "dmc-state_cartpole-balance" / "seed_0"
+    assert [int(r["frames"]) for r in read_csv(run_dir / "eval.csv")] == [1000, 2000]
+    for name in ("report.md", "per_task.csv", "aggregates.csv", "plots/dmc-state_cartpole-balance.png"):
+        assert (out / "report" / name).is_file()
+    assert "runs: 1 trained" in capsys.readouterr().out
+
+    runs = bench.plan(bench.load_spec(spec), ["sac"], [0], out)
+    assert [o["status"] for o in bench.run_all(runs)] == ["skipped"]
+
+    # a crash after the checkpoint at 1000 frames: the 2000-frame checkpoint and eval row are gone
+    (run_dir / "checkpoints" / "ckpt_000000002000.pt").unlink()
+    write_eval(run_dir, [(1000, 1.0)])
+    resumed = []
+    real_resume = train.resume
+    monkeypatch.setattr(train, "resume", lambda *a, **k: resumed.append(a) or real_resume(*a, **k))
+    assert bench.run_state(run_dir, 2000) == "resume"
+    assert [o["status"] for o in bench.run_all(runs)] == ["resumed"] and len(resumed) == 1
+    rows = read_csv(run_dir / "eval.csv")
+    assert [int(r["frames"]) for r in rows] == [1000, 2000] and rows[0]["episode_return"] == "1.0"
+
+    # a crash with no checkpoint: the run starts again
+    for checkpoint in (run_dir / "checkpoints").iterdir():
+        checkpoint.unlink()
+    write_eval(run_dir, [(1000, 1.0)])
+    assert bench.run_state(run_dir, 2000) == "restart"
+    assert [o["status"] for o in bench.run_all(runs)] == ["restarted"] and len(resumed) == 1
+    assert [int(r["frames"]) for r in read_csv(run_dir / "eval.csv")] == [1000, 2000]
+
+    capsys.readouterr()
+    assert cli.main(["bench", str(spec), "--out", str(out), "--report-only", "--reps", "100"]) == 0
+    assert "report:" in capsys.readouterr().out
+
+
+def test_cli_spec_error_is_plain(tmp_path, capsys):
+    spec = write_spec(tmp_path, TINY_SPEC + "budget: 5\n")
+    assert cli.main(["bench", str(spec), "--agents", "sac"]) == 2
+    err = capsys.readouterr().err
+    assert "budget" in err and str(spec) in err and "Traceback" not in err
+
+
+def test_a_failing_run_is_reported_and_the_rest_go_on(tmp_path, monkeypatch):
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC))
+    runs = bench.plan(spec, ["sac"], [0, 1], tmp_path / "out")
+    calls = []
+
+    def fake_execute(run):
+        calls.append(run.seed)
+        if run.seed == 0:
+            raise RuntimeError("boom")
+        return "trained"
+
+    monkeypatch.setattr(bench, "execute", fake_execute)
+    outcomes = bench.run_all(runs)
+    assert calls == [0, 1] and [o["status"] for o in outcomes] == ["failed", "trained"]
+    assert "boom" in outcomes[0]["error"]
+
+
+def test_atari_table_and_aggregate_use_human_normalised_scores(tmp_path):
+    out = tmp_path / "out"
+    for seed, score in enumerate((-20.7, 14.6)):
+        write_eval(bench.run_dir_of(out, "sb3-dqn", "atari:Pong", seed), [(400_002, score)])
+    curves = bench.collect(out, ["sb3-dqn"], ["atari:Pong"], [0, 1])
+    (row,) = bench.per_task_rows("atari", curves, ["sb3-dqn"], ["atari:Pong"], [400_000])
+    assert row["seeds"] == 2 and row["normalized_mean"] == pytest.approx(0.5)
+    assert (row["random"], row["human"]) == (-20.7, 14.6)
+    matrices, _ = bench.score_matrices("atari", curves, ["sb3-dqn"], ["atari:Pong"], 400_000)
+    np.testing.assert_allclose(matrices["sb3-dqn"], [[0.0], [1.0]], atol=1e-12)
+    assert "| atari:Pong | 400000 | sb3-dqn | -3.0 ± 17.6 | 2 | 0.500 | -20.7 | 14.6 |" in bench.per_task_markdown("atari", [row])
+    path = bench.report(bench.load_spec("atari100k"), out, ["sb3-dqn"], ["atari:Pong"], [0, 1], frames=400_000, reps=100)
+    assert "| sb3-dqn | 400000 | iqm | 0.500 |" in path.read_text()
+    assert (out / "report" / "plots" / "atari_Pong.png").is_file()
