@@ -15,13 +15,15 @@ Paper vs released code (MishaLaskin/curl): batch 512 as in the paper (128 in the
 `released`); the code steps the encoder twice per CURL loss (two Adam optimisers hold it), we step
 it once; its crop offsets are drawn from [0, 15], crl.augment.random_crop's from [0, 16].
 
-The Atari form (CURL on Data-Efficient Rainbow, "curl-rainbow") is not implemented here yet.
+The Atari form (`curl-rainbow`, the `ATARI` namespace at the end of this file) adds the same loss
+to Data-Efficient Rainbow; its own notes are there.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -31,7 +33,8 @@ from torch import nn
 from crl.augment import center_crop, random_crop
 from crl.contrastive import Bilinear, curl_loss
 from crl.encoders import ConvEncoder
-from crl.rl import TanhGaussianActor, Temperature, TwinQ, n_step_target, soft_update
+from crl.rl import (DuelingHead, TanhGaussianActor, Temperature, TwinQ, categorical_projection, epsilon_greedy,
+                    n_step_from_sequence, n_step_target, reset_noise, soft_update)
 
 
 @dataclass
@@ -238,3 +241,215 @@ class Agent:
             module.load_state_dict(state[name])
         for name, opt in self._optimizers().items():
             opt.load_state_dict(state[name])
+
+
+# ============================================================================================
+# CURL on Atari-100k: Data-Efficient Rainbow + the same InfoNCE loss ("curl-rainbow")
+# ============================================================================================
+#
+# Sources. "paper": CURL's appendix B and Table 4 (Atari100k hyperparameters), which adopts "the
+# exact same hyperparameters" as Data-Efficient Rainbow; "DER": van Hasselt et al. 2019;
+# "code": aravindsrinivas/curl_rainbow (Kaixhin's Rainbow with CURL added), which produced the
+# paper's numbers and fills in what the paper leaves out (the contrastive head, the crop).
+#
+# Deviation: no prioritised replay (the paper: priority exponent 0.5, correction 0.4 -> 1). The
+# replay samples uniformly and the loss carries no importance weights.
+# What the RL loss sees: the code feeds the C51 loss the unaugmented s and s'; only the CURL
+# query and key are augmented. The paper says no more than "random crop (train)"; we follow the code.
+
+
+@dataclass
+class AtariConfig:
+    gamma: float = 0.99  # paper
+    n_step: int = 20  # paper, DER
+    batch_size: int = 32  # paper
+    lr: float = 1e-4  # paper
+    # DER and the code. Table 4 of the paper prints 0.000015, while the text says DER's values
+    # are used unchanged: we read it as a typo.
+    adam_eps: float = 1.5e-4
+    max_grad_norm: float = 10.0  # paper
+    target_update_every: int = 2000  # paper: the target network is copied every 2000 updates
+    hidden_dim: int = 256  # paper: Q network hidden units (also the contrastive head's, code)
+    num_atoms: int = 51  # paper
+    v_min: float = -10.0  # code, Rainbow (the paper gives only the 51 bins)
+    v_max: float = 10.0
+    noisy_sigma0: float = 0.1  # paper ("noisy nets parameter"), DER
+    reward_clip: float = 1.0  # paper: [-1, 1]
+    # paper: the RL and contrastive losses weighted equally, except 0.05 on Pong, Freeway, Boxing
+    # and PrivateEye (preset `atari100k-low-curl`; the code uses 0.01 there)
+    curl_coef: float = 1.0
+    curl_tau: float = 0.001  # paper: "momentum (EMA for CURL)"; the key encoder moves after every update
+    curl_dim: int = 128  # code: size of the contrastive embedding (not in the paper)
+    # The code multiplies the logits by 0.1 before the cross-entropy, the paper does not
+    # (preset `atari100k-released`).
+    curl_logit_scale: float = 1.0
+    image_pad: int = 4  # code: random crop of H - 4, replicate-pad 4, random crop of H
+    epsilon_eval: float = 0.001  # code: epsilon-greedy evaluation with the noise-free network
+
+
+# paper: learning starts at 1600 transitions, one update per agent step, terminal on life loss, a
+# replay of 100k transitions (the whole run); the code evaluates 10 episodes every 10k agent steps.
+# Deviation: our loop acts uniformly at random before learning starts, the code acts with the
+# (untrained) noisy network.
+ATARI_RUN_DEFAULTS = dict(seed_frames=6_400, update_every=1, terminal_on_life_loss=True,
+                          replay_capacity=120_000, eval_every_frames=40_000, eval_episodes=10)
+
+_ATARI100K = dict(frames=400_000, terminal_on_life_loss=True, eval_every_frames=40_000, eval_episodes=10)
+ATARI_PRESETS = {
+    "atari100k": _ATARI100K,
+    "atari100k-low-curl": _ATARI100K | dict(curl_coef=0.05),  # the paper's Pong, Freeway, Boxing, PrivateEye
+    "atari100k-released": _ATARI100K | dict(curl_logit_scale=0.1),
+    # A plumbing check for the 2-core CPU, far too short to learn Pong: 10k agent steps, 8400
+    # updates of 0.1-0.15 s here (sampling included), about 20 minutes in all.
+    "cpu-smoke": dict(frames=40_000, replay_capacity=12_000, eval_every_frames=20_000, eval_episodes=2),
+}
+
+
+def random_crop_and_shift(obs: torch.Tensor, pad: int) -> torch.Tensor:
+    """The code's Atari augmentation (kornia RandomCrop(80), ReplicationPad2d(4), RandomCrop(84) on
+    84x84): a random (H - pad) crop, replicate-padded by `pad` and randomly cropped back to H x W;
+    one draw per sample, shared by its stacked frames. Float32 out, pixel values unchanged (CUDA's
+    replicate padding takes no uint8)."""
+    height, width = obs.shape[-2:]
+    cropped = random_crop(obs, (height - pad, width - pad)).float()
+    return random_crop(F.pad(cropped, (pad, pad, pad, pad), mode="replicate"), (height, width))
+
+
+class DataEfficientEncoder(nn.Module):
+    """DER's convs (paper Table 4): 32 5x5 stride 5, 64 5x5 stride 5, ReLU, on pixels / 255."""
+
+    def __init__(self, in_channels: int, image_shape: tuple[int, int]):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(in_channels, 32, 5, stride=5), nn.ReLU(),
+                                   nn.Conv2d(32, 64, 5, stride=5), nn.ReLU(), nn.Flatten())
+        with torch.no_grad():
+            self.repr_dim = self.convs(torch.zeros(1, in_channels, *image_shape)).shape[1]  # 576 at 84x84
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.convs(obs.float() / 255.0)
+
+
+class RainbowNetwork(nn.Module):
+    """DER's encoder and a noisy dueling C51 head: logits (B, actions, atoms) of the return distribution."""
+
+    def __init__(self, obs_shape, num_actions: int, config: AtariConfig):
+        super().__init__()
+        self.encoder = DataEfficientEncoder(obs_shape[0], obs_shape[1:])
+        self.head = DuelingHead(self.encoder.repr_dim, num_actions, config.hidden_dim, config.num_atoms,
+                                noisy=True, sigma0=config.noisy_sigma0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(obs))
+
+
+def contrastive_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """The code's CURL head on the conv features: Linear -> LayerNorm -> ReLU -> Linear -> LayerNorm,
+    LayerNorms without gain or bias, weights U[0, 1), biases zero."""
+    head = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.LayerNorm(hidden_dim, elementwise_affine=False),
+                         nn.ReLU(), nn.Linear(hidden_dim, out_dim), nn.LayerNorm(out_dim, elementwise_affine=False))
+    for linear in (head[0], head[3]):
+        nn.init.uniform_(linear.weight, 0.0, 1.0)
+        nn.init.zeros_(linear.bias)
+    return head
+
+
+class AtariAgent:
+    name = "curl-rainbow"
+    # Windows of n steps: DQN clips each reward before the n-step sum, the replay sums raw ones.
+    batch_kind = "sequences"
+
+    def __init__(self, obs_space, action_space, config: AtariConfig, device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.q_net = RainbowNetwork(obs_space.shape, int(action_space.n), config)
+        self.projection = contrastive_head(self.q_net.encoder.repr_dim, config.hidden_dim, config.curl_dim)
+        self.bilinear = Bilinear(config.curl_dim)
+        self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        # The query encoder shares the online convs; the key encoder is its momentum (EMA) copy.
+        self.query_encoder = nn.Sequential(self.q_net.encoder, self.projection)
+        self.key_encoder = copy.deepcopy(self.query_encoder).requires_grad_(False)
+        for module in self.modules().values():
+            module.to(self.device)
+        self.support = torch.linspace(config.v_min, config.v_max, config.num_atoms, device=self.device)
+        # One loss, one optimiser: C51 + curl_coef * CURL, clipped together (as the code).
+        self.parameters = [*self.q_net.parameters(), *self.projection.parameters(), *self.bilinear.parameters()]
+        self.opt = torch.optim.Adam(self.parameters, lr=config.lr, eps=config.adam_eps)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"q_net": self.q_net, "projection": self.projection, "bilinear": self.bilinear,
+                "target_net": self.target_net, "key_encoder": self.key_encoder}
+
+    def sampler_options(self) -> dict:
+        return {"length": self.config.n_step, "pad": True}
+
+    def q_values(self, logits: torch.Tensor) -> torch.Tensor:
+        """E[Z(s, a)] = sum_j z_j p_j(s, a)."""
+        return (logits.softmax(-1) * self.support).sum(-1)
+
+    # -- acting -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, explore: bool) -> np.ndarray:
+        obs = torch.as_tensor(obs, device=self.device)
+        if explore:  # noisy nets explore: one noise draw per agent step, kept for the update after it
+            reset_noise(self.q_net)
+            return self.q_values(self.q_net(obs)).argmax(1).cpu().numpy()
+        self.q_net.eval()  # noisy layers at their mean weights
+        q = self.q_values(self.q_net(obs))
+        self.q_net.train()
+        return epsilon_greedy(q, self.config.epsilon_eval).cpu().numpy()
+
+    # -- learning -----------------------------------------------------------------------------
+
+    def update(self, batch: dict, step: int) -> dict[str, float]:
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        t = n_step_from_sequence(batch, self.config.gamma, self.config.reward_clip)
+        obs, action = t["obs"], t["action"].long()
+
+        target = self.target_distribution(t["reward"], t["discount"], t["next_obs"])
+        log_probs = self.q_net(obs).log_softmax(-1)[torch.arange(len(obs), device=self.device), action]
+        q_loss = -(target * log_probs).sum(1).mean()  # cross-entropy to the projected target
+        stats: dict[str, torch.Tensor] = {}
+        pad = self.config.image_pad
+        contrastive = self.contrastive_loss(random_crop_and_shift(obs, pad), random_crop_and_shift(obs, pad), stats)
+        loss = q_loss + self.config.curl_coef * contrastive
+
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
+        self.opt.step()
+        soft_update(self.key_encoder, self.query_encoder, self.config.curl_tau)
+        if step % self.config.target_update_every == 0:
+            self.target_net.load_state_dict(self.q_net.state_dict())
+        metrics = {"q_loss": q_loss.detach(), "curl_loss": contrastive.detach(), "curl_accuracy": stats["accuracy"],
+                   "q": (log_probs.detach().exp() * self.support).sum(-1).mean(), "grad_norm": grad_norm}
+        return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
+
+    @torch.no_grad()
+    def target_distribution(self, reward, discount, next_obs) -> torch.Tensor:
+        """C51 with double Q: the online network (its current noise) picks a* = argmax_a E[Z(s', a)],
+        the target network (fresh noise) gives p(s', a*), projected onto the support after
+        r + discount * z (discount = gamma^m, 0 at termination)."""
+        next_action = self.q_values(self.q_net(next_obs)).argmax(1)
+        reset_noise(self.target_net)
+        next_probs = self.target_net(next_obs).softmax(-1)[torch.arange(len(next_obs), device=self.device), next_action]
+        return categorical_projection(reward, discount, next_probs, self.support)
+
+    def contrastive_loss(self, anchor, positive, metrics: dict | None = None) -> torch.Tensor:
+        """InfoNCE over the batch: logits q W k^T, keys from the momentum encoder without gradient."""
+        query = self.query_encoder(anchor)
+        with torch.no_grad():
+            key = self.key_encoder(positive)
+        return curl_loss(self.config.curl_logit_scale * self.bilinear(query, key), metrics)
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        return {name: part.state_dict() for name, part in (self.modules() | {"opt": self.opt}).items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, part in (self.modules() | {"opt": self.opt}).items():
+            part.load_state_dict(state[name])
+
+
+ATARI = SimpleNamespace(Agent=AtariAgent, Config=AtariConfig, PRESETS=ATARI_PRESETS, RUN_DEFAULTS=ATARI_RUN_DEFAULTS)
