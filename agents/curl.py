@@ -33,8 +33,9 @@ from torch import nn
 from crl.augment import center_crop, random_crop
 from crl.contrastive import Bilinear, curl_loss
 from crl.encoders import ConvEncoder
-from crl.rl import (DuelingHead, TanhGaussianActor, Temperature, TwinQ, categorical_projection, epsilon_greedy,
-                    n_step_from_sequence, n_step_target, reset_noise, soft_update)
+from crl.rl import (DuelingHead, TanhGaussianActor, Temperature, TwinQ, categorical_projection,
+                    epsilon_greedy, metrics_to_floats, n_step_from_sequence, n_step_target, reset_noise,
+                    sac_actor_step, soft_update)
 
 
 @dataclass
@@ -172,7 +173,7 @@ class Agent:
             soft_update(self.encoder_target, self.encoder, self.config.encoder_tau)
         if step % self.config.curl_update_every == 0:
             metrics.update(self.update_curl(obs, positive))
-        return {name: float(value) for name, value in zip(metrics, torch.stack(list(metrics.values())).tolist())}
+        return metrics_to_floats(metrics)
 
     @torch.no_grad()
     def td_target(self, reward, discount, next_obs) -> torch.Tensor:
@@ -196,19 +197,8 @@ class Agent:
         with torch.no_grad():
             conv = self.encoder.forward_conv(obs)
             critic_features = self.encoder.head(conv)
-        action, log_prob = self.actor(self.actor_encoder.head(conv))
-        q1, q2 = self.critic(critic_features, action)
-        loss = (self.temperature.alpha.detach() * log_prob - torch.min(q1, q2)).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.actor_opt.step()
-
-        alpha_loss = self.temperature.loss(log_prob)
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_opt.step()
-        return {"actor_loss": loss.detach(), "alpha": self.temperature.alpha.detach(),
-                "entropy": -log_prob.detach().mean()}
+        return sac_actor_step(self.actor, self.critic, self.temperature, self.actor_opt, self.alpha_opt,
+                              self.actor_encoder.head(conv), critic_features)
 
     def contrastive_loss(self, anchor, positive, metrics: dict | None = None) -> torch.Tensor:
         """InfoNCE over the batch: logits q W k^T, row max subtracted, labels on the diagonal."""
@@ -423,7 +413,7 @@ class AtariAgent:
             self.target_net.load_state_dict(self.q_net.state_dict())
         metrics = {"q_loss": q_loss.detach(), "curl_loss": contrastive.detach(), "curl_accuracy": stats["accuracy"],
                    "q": (log_probs.detach().exp() * self.support).sum(-1).mean(), "grad_norm": grad_norm}
-        return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
+        return metrics_to_floats(metrics)
 
     @torch.no_grad()
     def target_distribution(self, reward, discount, next_obs) -> torch.Tensor:

@@ -25,12 +25,8 @@ from torch import nn
 from crl.augment import random_shift
 from crl.encoders import ConvEncoder
 from crl.rl import (DuelingHead, TanhGaussianActor, Temperature, TwinQ, double_dqn_target, epsilon_greedy,
-                    linear_epsilon, n_step_from_sequence, n_step_target, soft_update)
-
-
-def metrics_to_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
-    """One device sync for all metrics of an update."""
-    return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
+                    linear_epsilon, metrics_to_floats, n_step_from_sequence, n_step_target, sac_actor_step,
+                    soft_update)
 
 
 # ============================================================================================
@@ -173,19 +169,8 @@ class Agent:
         with torch.no_grad():
             conv = self.encoder.forward_conv(obs)
             critic_features = self.encoder.head(conv)
-        action, log_prob = self.actor(self.actor_encoder.head(conv))
-        q1, q2 = self.critic(critic_features, action)
-        loss = (self.temperature.alpha.detach() * log_prob - torch.min(q1, q2)).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.actor_opt.step()
-
-        alpha_loss = self.temperature.loss(log_prob)
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_opt.step()
-        return {"actor_loss": loss.detach(), "alpha": self.temperature.alpha.detach(),
-                "entropy": -log_prob.detach().mean()}
+        return sac_actor_step(self.actor, self.critic, self.temperature, self.actor_opt, self.alpha_opt,
+                              self.actor_encoder.head(conv), critic_features)
 
     # -- checkpoints --------------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from crl.augment import random_shift_bilinear
 from crl.encoders import DrQV2Encoder, Trunk
-from crl.rl import DeterministicActor, TwinQ, linear_schedule, n_step_target, noisy_action, soft_update
+from crl.rl import (DeterministicActor, TwinQ, linear_schedule, metrics_to_floats, n_step_target, noisy_action,
+                    soft_update)
 
 # Exploration std schedules of the released configs, by task difficulty: linear 1.0 -> 0.1 over
 # this many steps. Easy: cartpole balance/swingup, cup catch, finger spin, hopper stand, pendulum
@@ -198,8 +199,7 @@ class Agent:
         metrics.update(self.update_actor(h.detach()))
         soft_update(self.critic_target, self.critic, self.config.critic_tau)
         metrics["batch_reward"] = reward.mean()
-        values = torch.stack(list(metrics.values())).tolist()
-        return dict(zip(metrics, values)) | {"stddev": self.stddev()}
+        return metrics_to_floats(metrics) | {"stddev": self.stddev()}
 
     @torch.no_grad()
     def target_q(self, reward: Tensor, discount: Tensor, next_h: Tensor) -> Tensor:

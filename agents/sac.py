@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from crl.encoders import ConvEncoder
-from crl.rl import TanhGaussianActor, Temperature, TwinQ, n_step_target, soft_update
+from crl.rl import (TanhGaussianActor, Temperature, TwinQ, metrics_to_floats, n_step_target, sac_actor_step,
+                    soft_update)
 
 
 @dataclass
@@ -123,7 +124,7 @@ class Agent:
         if step % self.config.target_update_every == 0:
             soft_update(self.critic_target, self.critic, self.config.critic_tau)
             soft_update(self.encoder_target, self.encoder, self.config.encoder_tau)
-        return {name: float(value) for name, value in zip(metrics, torch.stack(list(metrics.values())).tolist())}
+        return metrics_to_floats(metrics)
 
     def update_critic(self, obs, action, reward, discount, next_obs) -> dict[str, torch.Tensor]:
         with torch.no_grad():
@@ -145,19 +146,8 @@ class Agent:
             conv = self.encoder.forward_conv(obs) if self.pixels else obs
             critic_features = self.encoder.head(conv) if self.pixels else obs
         features = self.actor_encoder.head(conv) if self.pixels else obs
-        action, log_prob = self.actor(features)
-        q1, q2 = self.critic(critic_features, action)
-        loss = (self.temperature.alpha.detach() * log_prob - torch.min(q1, q2)).mean()
-        self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.actor_opt.step()
-
-        alpha_loss = self.temperature.loss(log_prob)
-        self.alpha_opt.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.alpha_opt.step()
-        return {"actor_loss": loss.detach(), "alpha": self.temperature.alpha.detach(),
-                "entropy": -log_prob.detach().mean()}
+        return sac_actor_step(self.actor, self.critic, self.temperature, self.actor_opt, self.alpha_opt,
+                              features, critic_features)
 
     # -- checkpoints --------------------------------------------------------------------------
 

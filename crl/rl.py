@@ -102,6 +102,33 @@ def linear_schedule(start: float, end: float, duration: int, step: int) -> float
     return start + mix * (end - start)
 
 
+def metrics_to_floats(metrics: dict[str, Tensor]) -> dict[str, float]:
+    """An update's 0-d metric tensors as floats, with one device sync for all of them."""
+    return dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
+
+
+def optimize(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def sac_actor_step(actor: "TanhGaussianActor", critic: "TwinQ", temperature: "Temperature",
+                   actor_opt: torch.optim.Optimizer, alpha_opt: torch.optim.Optimizer,
+                   actor_features: Tensor, critic_features: Tensor) -> dict[str, Tensor]:
+    """SAC's actor and temperature step: minimise alpha log pi(a|s) - min(Q1, Q2)(s, a), a ~ pi.
+
+    `critic_features` must carry no gradient (pixel agents pass detached encoder features), so
+    the actor loss trains only the actor and whatever produced `actor_features`.
+    """
+    action, log_prob = actor(actor_features)
+    q1, q2 = critic(critic_features, action)
+    loss = (temperature.alpha.detach() * log_prob - torch.min(q1, q2)).mean()
+    optimize(actor_opt, loss)
+    optimize(alpha_opt, temperature.loss(log_prob))
+    return {"actor_loss": loss.detach(), "alpha": temperature.alpha.detach(), "entropy": -log_prob.detach().mean()}
+
+
 class Temperature(nn.Module):
     """SAC's entropy temperature alpha, tuned towards a target entropy (default -|A|).
 
