@@ -266,7 +266,7 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         for i in range(num_layers):
             layers.append(nn.Conv2d(c if i == 0 else num_filters, num_filters, 3, stride=2 if i == 0 else 1))
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=True))  # the conv output is not needed for backward
         self.convs = nn.Sequential(*layers)
         self.out_hw = (conv_output_size(h, num_layers), conv_output_size(w, num_layers))
         self.repr_dim = num_filters * self.out_hw[0] * self.out_hw[1]
@@ -293,11 +293,12 @@ class ConvEncoder(nn.Module):
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         # Convert the layout first (cheaper on uint8); the element-wise scaling keeps it.
         obs = obs.contiguous(memory_format=fmt)
-        if not obs.is_floating_point():
-            obs = obs.float()
-        obs = obs / 255.0
+        if obs.is_floating_point():
+            obs = obs / 255.0  # a new tensor: the caller's is not modified
+        else:
+            obs = obs.float().div_(255.0)  # in place on the fresh float copy
         if self.pixel_offset:
-            obs = obs + self.pixel_offset
+            obs.add_(self.pixel_offset)
         return obs
 
     def forward_conv(self, obs: Tensor) -> Tensor:

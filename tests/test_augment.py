@@ -234,3 +234,13 @@ def test_center_crop_exact():
     z = _rand_images(2, 3, 85, 87, torch.float32)
     assert torch.equal(A.center_crop(z, 84), z[:, :, 0:84, 1:85])
     assert torch.equal(A.center_crop(z, (85, 87)), z)
+
+
+def test_random_shift_bilinear_equals_grid_sample_at_the_drawn_shifts():
+    """The integer-crop implementation is exactly DrQ-v2's grid_sample at the same shifts."""
+    x = torch.randint(0, 256, (16, 9, 84, 84), dtype=torch.uint8)
+    y = A.random_shift_bilinear(x, 4, generator=torch.Generator().manual_seed(3))
+    sh = torch.randint(0, 9, (16, 2), generator=torch.Generator().manual_seed(3))
+    expected = A.shift_bilinear(x, sh[:, 1], sh[:, 0], 4)
+    # grid_sample leaks float-rounding weight (< 0.01 of 255) to neighbouring pixels
+    torch.testing.assert_close(y, expected, atol=1e-2, rtol=0)
