@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +187,8 @@ class OnlineTrainer:
     # -- configuration on disk ----------------------------------------------------------------
 
     def config_dict(self) -> dict:
-        return {"agent": self.agent_name, "run": to_dict(self.run), "agent_config": to_dict(self.agent_config)}
+        return {"agent": self.agent_name, "run": to_dict(self.run), "agent_config": to_dict(self.agent_config),
+                "command": shlex.join(["crl", *sys.argv[1:]]) if Path(sys.argv[0]).name == "crl" else None}
 
     # -- checkpoints --------------------------------------------------------------------------
 
