@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) experiments/bench_envs.py --write
 	$(PY) experiments/bench_replay.py --write
 	$(PY) experiments/bench_encoders.py --write
+	$(PY) experiments/bench_agents.py --write $(if $(REFERENCE),--reference $(REFERENCE))
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -175,6 +175,7 @@ def main() -> None:
     for name, batch, ours, reference in (("DrQ-v2", 256, ours_drqv2, reference_drqv2),
                                          ("CURL", 512, ours_curl, reference_curl)):
         ours_s = ours(batch, args.reps)
+        # Without the reference checkouts the column reads "n/a" (see the module docstring).
         ref_s = reference(args.reference, batch, args.reps) if args.reference else float("nan")
         floor_s = update_conv_flops(batch, *PASSES[name]) / (PEAK_GFLOPS * 1e9)
         rows.append(f"| {name} | {batch} | {ours_s:.2f} | {ref_s:.2f} | {ref_s / ours_s:.2f}x | "
