@@ -467,7 +467,7 @@ class CheckpointManager:
                     pass
 
     def _remove_stale_temps(self) -> None:
-        # leftovers of a writer killed mid-save: hidden ".ckpt_....pt.XXXX.tmp" files
+        # leftovers of a writer killed mid-save: hidden ".ckpt_....pt.<random>.tmp" files
         for p in self.directory.glob(".ckpt_*.pt.*.tmp"):
             try:
                 p.unlink()
