@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -23,22 +21,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from benchlib import command_line, machine_line, write_section
+from benchlib import command_line, machine_line, median_seconds, write_section
 from crl.encoders import conv_flops
 
 ACTION_DIM = 6
 PEAK_GFLOPS = 130.0  # fp32 matmul peak measured on this 2-core CPU (DESIGN.md)
-
-
-def median_time(fn, reps: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def update_conv_flops(batch: int, forward_passes: float, backward_passes: float, size: int = 84) -> float:
@@ -74,7 +61,7 @@ def ours_drqv2(batch_size: int, reps: int) -> float:
     agent = drqv2.Agent(*spaces(84), drqv2.Config(batch_size=batch_size))
     batch = synthetic_batch(batch_size, 84)
     step = itertools.count(2, 2)
-    return median_time(lambda: agent.update(batch, next(step)), reps)
+    return median_seconds(lambda: agent.update(batch, next(step)), reps)
 
 
 def reference_drqv2(ref: Path, batch_size: int, reps: int) -> float:
@@ -96,7 +83,7 @@ def reference_drqv2(ref: Path, batch_size: int, reps: int) -> float:
     numpy_batch = (b["obs"].numpy(), b["action"].numpy(), b["reward"][:, None].numpy(),
                    b["discount"][:, None].numpy(), b["next_obs"].numpy())
     step = itertools.count(2, 2)
-    return median_time(lambda: agent.update(itertools.repeat(numpy_batch), next(step)), reps)
+    return median_seconds(lambda: agent.update(itertools.repeat(numpy_batch), next(step)), reps)
 
 
 # -- CURL ---------------------------------------------------------------------------------------
@@ -107,7 +94,7 @@ def ours_curl(batch_size: int, reps: int) -> float:
     agent = curl.Agent(*spaces(100), curl.Config(batch_size=batch_size))
     batch = synthetic_batch(batch_size, 100)
     step = itertools.count(1)
-    return median_time(lambda: agent.update(batch, next(step)), reps, warmup=2)
+    return median_seconds(lambda: agent.update(batch, next(step)), reps, warmup=2)
 
 
 class _NullLogger:
@@ -149,7 +136,7 @@ def reference_curl(ref: Path, batch_size: int, reps: int) -> float:
         alpha_beta=0.5, critic_tau=0.01, encoder_tau=0.05, encoder_feature_dim=50, curl_latent_dim=128)
     replay = _CroppedBatches(synthetic_batch(batch_size, 100))
     step = itertools.count(1)
-    return median_time(lambda: agent.update(replay, _NullLogger(), next(step)), reps, warmup=2)
+    return median_seconds(lambda: agent.update(replay, _NullLogger(), next(step)), reps, warmup=2)
 
 
 # -- report -------------------------------------------------------------------------------------

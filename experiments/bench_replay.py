@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchlib import command_line, machine_line, write_section
+from benchlib import command_line, machine_line, median_seconds, write_section
 from crl.replay import EpisodeReplay
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,17 +103,6 @@ def time_sac_update(batch: dict, reps: int) -> float:
     agent = Agent(gym.spaces.Box(0, 255, (STACK * 3, 84, 84), np.uint8),
                   gym.spaces.Box(-1, 1, (ACTION_DIM,), np.float32), Config(batch_size=BATCH))
     return median_seconds(lambda: agent.update(batch, step=2), reps, warmup=2)
-
-
-def median_seconds(fn, reps: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def run(args) -> tuple[str, bool]:

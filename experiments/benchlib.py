@@ -7,7 +7,9 @@ import os
 import platform
 import re
 import shlex
+import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +54,15 @@ def write_section(title: str, body: str, path: Path = BENCHMARKS) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def median_seconds(fn, reps: int, warmup: int = 1) -> float:
+    """Median wall time of `fn()` over `reps` calls, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
