@@ -34,7 +34,7 @@ from crl.augment import center_crop, random_crop
 from crl.contrastive import Bilinear, curl_loss
 from crl.encoders import ConvEncoder
 from crl.rl import (DuelingHead, TanhGaussianActor, Temperature, TwinQ, categorical_projection,
-                    epsilon_greedy, metrics_to_floats, n_step_from_sequence, n_step_target, reset_noise,
+                    epsilon_greedy, metrics_to_floats, n_step_from_sequence, n_step_target, optimize, reset_noise,
                     sac_actor_step, soft_update)
 
 
@@ -186,9 +186,7 @@ class Agent:
         target = self.td_target(reward, discount, next_obs)
         q1, q2 = self.critic(self.encoder(obs), action)
         loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_opt.step()
+        optimize(self.critic_opt, loss)
         return {"critic_loss": loss.detach(), "q": q1.detach().mean()}
 
     def update_actor(self, obs) -> dict[str, torch.Tensor]:

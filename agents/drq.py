@@ -25,7 +25,7 @@ from torch import nn
 from crl.augment import random_shift
 from crl.encoders import ConvEncoder
 from crl.rl import (DuelingHead, TanhGaussianActor, Temperature, TwinQ, double_dqn_target, epsilon_greedy,
-                    linear_epsilon, metrics_to_floats, n_step_from_sequence, n_step_target, sac_actor_step,
+                    linear_epsilon, metrics_to_floats, n_step_from_sequence, n_step_target, optimize, sac_actor_step,
                     soft_update)
 
 
@@ -158,9 +158,7 @@ class Agent:
         q1, q2 = self.critic(self.encoder(obs_aug), action.repeat(m, 1))
         target = target.repeat(m)
         loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_opt.step()
+        optimize(self.critic_opt, loss)
         return {"critic_loss": loss.detach(), "q": q1.detach().mean()}
 
     def update_actor(self, obs) -> dict[str, torch.Tensor]:

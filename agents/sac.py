@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crl.encoders import ConvEncoder
-from crl.rl import (TanhGaussianActor, Temperature, TwinQ, metrics_to_floats, n_step_target, sac_actor_step,
+from crl.rl import (TanhGaussianActor, Temperature, TwinQ, metrics_to_floats, n_step_target, optimize, sac_actor_step,
                     soft_update)
 
 
@@ -134,9 +134,7 @@ class Agent:
             target = n_step_target(reward, discount, next_value)
         q1, q2 = self.critic(self.encoder(obs), action)
         loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        self.critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_opt.step()
+        optimize(self.critic_opt, loss)
         return {"critic_loss": loss.detach(), "q": q1.detach().mean()}
 
     def update_actor(self, obs) -> dict[str, torch.Tensor]:
