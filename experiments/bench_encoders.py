@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchlib import command_line, cpu_name, write_section
+from benchlib import command_line, cpu_name, wall_times, write_section
 from crl import augment
 from crl.encoders import ConvEncoder, conv_flops
 
@@ -84,16 +84,7 @@ def time_augment(batch: int, reps: int) -> dict[str, list[float]]:
         "random_crop 100->84 (CURL), uint8": lambda: augment.random_crop(x100, 84),
         "center_crop 100->84, uint8": lambda: augment.center_crop(x100, 84),
     }
-    out: dict[str, list[float]] = {}
-    for name, fn in cases.items():
-        fn()
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        out[name] = ts
-    return out
+    return {name: wall_times(fn, reps) for name, fn in cases.items()}
 
 
 def render(args, enc_times, aug_times, command: str) -> str:

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from crl.fileio import atomic_write_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
@@ -51,13 +53,11 @@ def write_section(title: str, body: str, path: Path = BENCHMARKS) -> None:
         text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
-def median_seconds(fn, reps: int, warmup: int = 1) -> float:
-    """Median wall time of `fn()` over `reps` calls, after `warmup` untimed calls."""
+def wall_times(fn, reps: int, warmup: int = 1) -> list[float]:
+    """Wall time of each of `reps` calls of `fn()`, after `warmup` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -65,4 +65,8 @@ def median_seconds(fn, reps: int, warmup: int = 1) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn, reps: int, warmup: int = 1) -> float:
+    return statistics.median(wall_times(fn, reps, warmup))
