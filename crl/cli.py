@@ -1,4 +1,4 @@
-"""The `crl` command: train, eval, list, demo, bench."""
+"""The `crl` command: train, eval, list, demo, bench, dataset, offline."""
 
 from __future__ import annotations
 
@@ -83,6 +83,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          out=args.out, preset=args.preset, report_only=args.report_only, reps=args.reps)
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from crl import offline
+
+    if args.action == "info":
+        print(json.dumps(offline.info_command(args.spec), indent=2, default=str))
+        return 0
+    result = offline.collect_command(args.env, args.policy, args.episodes, out=args.out, minari_id=args.minari_id,
+                                     seed=args.seed, style=args.style, noise=args.noise,
+                                     max_episode_steps=args.max_episode_steps, minari_root=args.minari_root)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_offline(args: argparse.Namespace) -> int:
+    from crl import offline
+    from crl.config import parse_assignments
+
+    if args.action == "eval":
+        print(json.dumps(offline.eval_command(args.path, args.dataset, args.episodes, video=args.video), indent=2))
+        return 0
+    overrides = parse_assignments(args.set or [])
+    for name in ("updates", "seed", "device", "env"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    result = offline.train_command(args.agent, args.dataset, args.preset, overrides, args.logdir)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from crl.demo import run_demo
 
@@ -127,6 +156,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="write the report from the runs already there")
     p.add_argument("--reps", type=int, default=50_000, help="bootstrap replications for the 95%% intervals")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("dataset", help="collect an offline dataset, or describe one")
+    dsub = p.add_subparsers(dest="action", required=True)
+    q = dsub.add_parser("collect", help="run a policy and write its episodes (D4RL HDF5 or Minari)")
+    q.add_argument("--env", help="environment id (default for a checkpoint: its own)")
+    q.add_argument("--policy", required=True, help="random, planner (mazes), or a checkpoint / run directory")
+    q.add_argument("--episodes", type=int, required=True)
+    q.add_argument("--out", help="D4RL-layout HDF5 file to write")
+    q.add_argument("--minari-id", help="Minari dataset id to write (under MINARI_DATASETS_PATH or --minari-root)")
+    q.add_argument("--minari-root", help="Minari datasets folder (default MINARI_DATASETS_PATH or ~/.minari/datasets)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--style", default="diverse", help="mazes: diverse (random goal and start) or fixed-goal")
+    q.add_argument("--noise", type=float, help="action noise (planner default 0.5, checkpoints 0)")
+    q.add_argument("--max-episode-steps", type=int, help="truncate episodes earlier than the env's limit")
+    q.set_defaults(func=cmd_dataset)
+    q = dsub.add_parser("info", help="episodes, steps, returns and the data's own score")
+    q.add_argument("spec", help="d4rl:PATH, minari:ID_OR_PATH, a .hdf5 file, a Minari folder or id")
+    q.set_defaults(func=cmd_dataset)
+
+    p = sub.add_parser("offline", help="train on a fixed dataset, or score an offline run")
+    osub = p.add_subparsers(dest="action", required=True)
+    q = osub.add_parser("train", help="gradient steps on a dataset (no env steps); resumes a run directory")
+    q.add_argument("agent", help="agent name (td-infonce, gcrl, gcbc, ...); `crl list agents`")
+    q.add_argument("--dataset", required=True, help="d4rl:PATH, minari:ID_OR_PATH, a .hdf5 file, a Minari folder or id")
+    q.add_argument("--env", help="environment to evaluate in (default: the dataset's)")
+    q.add_argument("--preset", help="named preset, e.g. offline; `crl list presets`")
+    q.add_argument("--updates", type=int, help="budget in gradient steps")
+    q.add_argument("--seed", type=int)
+    q.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    q.add_argument("--logdir", help="run directory (default runs/offline_AGENT_DATASET_sSEED)")
+    q.add_argument("--set", nargs="*", metavar="FIELD=VALUE", help="override any config field")
+    q.set_defaults(func=cmd_offline)
+    q = osub.add_parser("eval", help="roll a checkpoint's policy in the dataset's env; score beside the data's")
+    q.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
+    q.add_argument("--dataset", help="dataset spec (default: the one the run was trained on)")
+    q.add_argument("--episodes", type=int, default=10)
+    q.add_argument("--video", action="store_true")
+    q.set_defaults(func=cmd_offline)
 
     p = sub.add_parser("demo", help="the README's main job: train SAC on a DMC task in minutes")
     p.add_argument("--logdir", default="runs/demo")

@@ -17,16 +17,20 @@ Losses: :func:`infonce_forward`, :func:`infonce_backward`, :func:`infonce_symmet
 :func:`binary_nce`, :func:`logsumexp_penalty`, :func:`curl_loss`, :func:`cpc_loss` /
 :func:`cpc_multistep` (with :func:`sample_negative_indices`), :func:`td_infonce`
 (with :func:`td_infonce_weights`); the (B, B) ones by name through :data:`LOSSES`.
+
+Critic: :class:`ContrastiveCritic`, f(x, g) = energy(phi(x), psi(g)) over an ensemble.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+
+from crl.encoders import MLP
 
 Metrics = dict[str, Tensor]
 
@@ -373,3 +377,50 @@ def td_infonce(next_logits: Tensor, future_logits: Tensor, target_future_logits:
         _record(metrics, loss_next=loss_next, loss_future=loss_future, accuracy=accuracy,
                 weights_entropy=w_entropy)
     return loss
+
+
+# --------------------------------------------------------------------------------------------
+# The contrastive critic of goal-conditioned agents
+# --------------------------------------------------------------------------------------------
+
+
+class ContrastiveCritic(nn.Module):
+    """f(x_i, g_j) = energy(phi(x_i), psi(g_j)) for an ensemble of independent (phi, psi) pairs.
+
+    x is whatever the agent conditions on: (s, a) for contrastive RL, (s, a, commanded goal) for
+    TD-InfoNCE. ``forward(x, g)`` gives logits (E, B, N) for B inputs and N candidate goals;
+    ``pairwise(x, g)`` the E x B scores f(x_i, g_i) without the (B, N) matrix.
+
+    Zheng et al. 2023's stabilising choices are the arguments: wide LayerNorm MLPs, a small
+    representation, Xavier init and a last layer initialised near zero (``last_layer_scale``), so
+    that every logit starts near 0.
+    """
+
+    def __init__(self, x_dim: int, goal_dim: int, hidden_dims: Sequence[int], repr_dim: int, *,
+                 ensemble: int = 2, energy: str = "dot", energy_kwargs: dict | None = None,
+                 layer_norm: bool = True, init: str = "xavier_uniform",
+                 last_layer_scale: float | None = 1e-12):
+        super().__init__()
+
+        def mlp(in_dim: int) -> nn.Module:
+            return MLP(in_dim, hidden_dims, repr_dim, layer_norm=layer_norm, init=init,
+                       last_layer_scale=last_layer_scale)
+
+        self.phi = nn.ModuleList(mlp(x_dim) for _ in range(ensemble))
+        self.psi = nn.ModuleList(mlp(goal_dim) for _ in range(ensemble))
+        self.energies = nn.ModuleList(make_energy(energy, repr_dim, **(energy_kwargs or {}))
+                                      for _ in range(ensemble))
+
+    def representations(self, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+        """phi(x) (E, B, d) and psi(g) (E, N, d)."""
+        return (torch.stack([phi(x) for phi in self.phi]), torch.stack([psi(g) for psi in self.psi]))
+
+    def forward(self, x: Tensor, g: Tensor) -> Tensor:
+        phi, psi = self.representations(x, g)
+        return torch.stack([energy(p, q) for energy, p, q in zip(self.energies, phi, psi)])
+
+    def pairwise(self, x: Tensor, g: Tensor) -> Tensor:
+        """f(x_i, g_i) for each member: (E, B). Row by row, so no B x B matrix is built."""
+        phi, psi = self.representations(x, g)
+        scores = [energy(p.unsqueeze(-2), q.unsqueeze(-2)) for energy, p, q in zip(self.energies, phi, psi)]
+        return torch.stack(scores).squeeze(-1).squeeze(-1)

@@ -39,6 +39,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from crl.augment import random_shift
+
 __all__ = [
     "CHANNELS_LAST_DEFAULT",
     "conv_output_size",
@@ -402,3 +404,52 @@ class MLP(nn.Sequential):
     @property
     def last_linear(self) -> nn.Linear:
         return [m for m in self if isinstance(m, nn.Linear)][-1]
+
+
+class GoalInputs(nn.Module):
+    """A goal task's state and goal as flat features for the MLPs of goal-conditioned agents.
+
+    The observation space is a Dict with "observation" and "desired_goal" (crl's goal envs).
+    Vectors pass through (flattened, float). Images (C, H, W) go through conv encoders, one for
+    states and one for goals (the SAC-AE/DrQ encoder, 50-d head), with DrQ's pad-4 random shift
+    when ``augment=True``, the augmentation Zheng et al. 2023 found to matter for image goals.
+
+    ``goal_field`` names the observation field whose future values are the relabelled goals:
+    "achieved_goal" when the env has one, else "observation" itself (pixel goals: the future
+    image is the goal, and storing it twice would double the replay).
+    """
+
+    def __init__(self, obs_space, feature_dim: int = 50, shift_pad: int = 4):
+        super().__init__()
+        spaces = getattr(obs_space, "spaces", None)
+        if not spaces or not {"observation", "desired_goal"} <= set(spaces):
+            raise ValueError("goal-conditioned agents need a goal env (Dict observations with 'observation' "
+                             f"and 'desired_goal', e.g. maze:PointMaze_UMaze-v3), got {obs_space}")
+        self.goal_field = "achieved_goal" if "achieved_goal" in spaces else "observation"
+        self.shift_pad = shift_pad
+        self.state_encoder, self.state_dim = self._encoder(spaces["observation"].shape, feature_dim)
+        self.goal_encoder, self.goal_dim = self._encoder(spaces["desired_goal"].shape, feature_dim)
+
+    @staticmethod
+    def _encoder(shape, feature_dim: int) -> tuple[nn.Module | None, int]:
+        if len(shape) == 3:
+            encoder = ConvEncoder(shape, feature_dim)
+            return encoder, encoder.out_dim
+        return None, int(math.prod(shape))
+
+    @property
+    def pixels(self) -> bool:
+        return self.state_encoder is not None
+
+    def _features(self, encoder: nn.Module | None, x: Tensor, augment: bool) -> Tensor:
+        if encoder is None:
+            return x.float().flatten(1)
+        if augment:
+            x = random_shift(x, self.shift_pad)
+        return encoder(x)
+
+    def state(self, x: Tensor, augment: bool = False) -> Tensor:
+        return self._features(self.state_encoder, x, augment)
+
+    def goal(self, g: Tensor, augment: bool = False) -> Tensor:
+        return self._features(self.goal_encoder, g, augment)

@@ -22,6 +22,9 @@ AGENTS = {
     "curl-rainbow": "crl.agents.curl:ATARI",
     "sb3-sac": "crl.agents.sb3:SAC",
     "sb3-dqn": "crl.agents.sb3:DQN",
+    "gcrl": "crl.agents.gcrl",
+    "td-infonce": "crl.agents.td_infonce",
+    "gcbc": "crl.agents.gcbc",
 }
 
 

@@ -127,12 +127,17 @@ def _to_torch(batch: dict[str, np.ndarray], device: Any) -> dict[str, torch.Tens
     return out
 
 
+class NothingToSample(ValueError):
+    """The replay holds nothing that this kind of batch can be drawn from yet (e.g. goal batches
+    before the first episode has finished)."""
+
+
 def _draw(rng: np.random.Generator, counts: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Uniform draw over all (row, position) pairs with ``counts[row]`` positions per row."""
     cum = np.cumsum(counts)
     total = int(cum[-1]) if len(cum) else 0
     if total == 0:
-        raise ValueError("replay has nothing to sample for this request yet")
+        raise NothingToSample("replay has nothing to sample for this request yet")
     u = rng.integers(0, total, size=batch_size)
     rows = np.searchsorted(cum, u, side="right")
     return rows, u - (cum[rows] - counts[rows])

@@ -70,6 +70,13 @@ class TanhGaussianActor(nn.Module):
         u = mu if deterministic else mu + std * torch.randn_like(mu)
         return torch.tanh(u), tanh_gaussian_log_prob(u, mu, std)
 
+    def log_prob(self, features: Tensor, action: Tensor, eps: float = 1e-6) -> Tensor:
+        """log pi(a|s) of given actions in [-1, 1] (e.g. a dataset's, for behaviour cloning);
+        actions are clamped to +-(1 - eps) so that atanh stays finite."""
+        mu, std = self.distribution(features)
+        u = torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps))
+        return tanh_gaussian_log_prob(u, mu, std)
+
 
 def tanh_gaussian_log_prob(u: Tensor, mu: Tensor, std: Tensor) -> Tensor:
     normal = -0.5 * ((u - mu) / std).pow(2) - std.log() - 0.5 * math.log(2 * math.pi)
@@ -318,3 +325,13 @@ def n_step_from_sequence(window: dict[str, Tensor], gamma: float, reward_clip: f
         "terminated": terminated,
         "steps": steps,
     }
+
+
+# -- goal-conditioned agents -----------------------------------------------------------------
+
+
+def rolled(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """The batch rolled by a uniformly random shift: each row gets another row's entry, a cheap
+    draw of "random goals from the batch" as contrastive RL and TD-InfoNCE's released code do."""
+    shift = int(torch.randint(0, x.shape[0], (), generator=generator))
+    return torch.roll(x, shift, dims=0)

@@ -23,7 +23,7 @@ from crl.checkpoint import CheckpointManager, load_checkpoint
 from crl.config import ConfigError, field_names, from_dict, to_dict, unknown_field_error
 from crl.logger import Logger, Progress, save_video, write_config
 from crl.registry import agent_module
-from crl.replay import EpisodeReplay
+from crl.replay import EpisodeReplay, NothingToSample
 
 
 @dataclass
@@ -44,7 +44,7 @@ class RunConfig:
     keep_checkpoints: int = 2
     video: bool = False
     visuals: str = "standard"  # DMC only; "fast" is for smoke runs, never for reported numbers
-    image_size: int = 84  # DMC only: rendered height and width (CURL renders 100 and crops 84)
+    image_size: int = 84  # DMC and maze-pixels: rendered height and width (CURL renders 100, crops 84)
     action_repeat: int = 0  # DMC only; 0 = the task's standard repeat
     terminal_on_life_loss: bool = False  # Atari training env only
     updates: int = 100_000  # offline runs: the budget in gradient steps (no env steps)
@@ -107,6 +107,8 @@ def env_options(run: RunConfig, training: bool) -> dict[str, Any]:
         return {"action_repeat": run.action_repeat}
     if suite == "atari":
         return {"terminal_on_life_loss": run.terminal_on_life_loss and training}
+    if suite == "maze-pixels":
+        return {"size": run.image_size}
     return {}
 
 
@@ -236,11 +238,7 @@ class OnlineTrainer:
             while self.counters["frames"] < run.frames:
                 obs, done_metrics = self.step(obs)
                 if self.counters["frames"] >= run.seed_frames and self.counters["agent_steps"] % run.update_every < run.num_envs:
-                    for _ in range(run.updates_per_round):
-                        batch = self.replay.sample(self.agent_config.batch_size, kind=self.agent.batch_kind,
-                                                   device=self.device, **self.agent.sampler_options())
-                        self.counters["updates"] += 1
-                        metrics = self.agent.update(batch, self.counters["updates"])
+                    metrics = self.update_round() or metrics
                 for episode in done_metrics:
                     elapsed = max(time.time() - fps_clock, 1e-9)
                     fps = (self.counters["frames"] - fps_frames) / elapsed
@@ -259,6 +257,20 @@ class OnlineTrainer:
             self.evaluate_and_log(logger)
         self.save()
         return self.last_eval
+
+    def update_round(self) -> dict[str, float]:
+        """`updates_per_round` updates; none while the replay cannot serve the agent's batch yet
+        (goal batches wait for the first finished episode)."""
+        metrics: dict[str, float] = {}
+        for _ in range(self.run.updates_per_round):
+            try:
+                batch = self.replay.sample(self.agent_config.batch_size, kind=self.agent.batch_kind,
+                                           device=self.device, **self.agent.sampler_options())
+            except NothingToSample:
+                return metrics
+            self.counters["updates"] += 1
+            metrics = self.agent.update(batch, self.counters["updates"])
+        return metrics
 
     def step(self, obs):
         """One vector step: act, store, count. Returns the next obs and finished-episode stats."""
@@ -380,37 +392,13 @@ def read_run_config(run_dir: str | Path) -> dict:
     return read_config(run_dir)
 
 
-def evaluate_checkpoint(path: str | Path, episodes: int = 10, video: bool = False) -> dict[str, float]:
-    """`crl eval`: the latest checkpoint of a run directory, or one checkpoint file."""
-    path = Path(path)
-    if path.is_dir():
-        payload = CheckpointManager(path / "checkpoints").load_latest()
-        if payload is None:
-            raise FileNotFoundError(f"{path} holds no checkpoint (looked in {path / 'checkpoints'})")
-        run_dir = path
-    else:
-        payload = load_checkpoint(path)
-        run_dir = path.parent.parent
-    config = payload["config"]
-    module = agent_module(config["agent"])
-    run = from_dict(RunConfig, config["run"], f"checkpoint {path}")
-    agent_config = from_dict(module.Config, config["agent_config"], f"checkpoint {path}")
-    env = envs.make(run.env, **env_options(run, training=False))
-    agent = module.Agent(env.observation_space, env.action_space, agent_config, device=resolve_device("auto"))
-    agent.load_state_dict(payload["agent_state"])
-    frames = payload["counters"]["frames"]
-    video_path = run_dir / "videos" / f"checkpoint_{frames:012d}.mp4" if video else None
-    result = evaluate(agent, env, episodes, seed=run.seed + 20_000, video_path=video_path)
-    env.close()
-    return {"agent": config["agent"], "env": run.env, "frames": frames, "episodes": episodes} | result
-
-
 def train_offline(agent_name: str, run: RunConfig, agent_config, replay: EpisodeReplay,
-                  run_dir: str | Path) -> dict[str, float]:
+                  run_dir: str | Path, extra_config: dict | None = None) -> dict[str, float]:
     """Gradient steps on a fixed dataset held in `replay`: no env steps, so `frames` and
     `agent_steps` stay 0 and curves are drawn against `updates`. Evaluates in `run.env` every
     `eval_every_updates` and checkpoints the agent (the dataset is not copied into checkpoints).
-    A run directory that already holds checkpoints is resumed from the latest one."""
+    A run directory that already holds checkpoints is resumed from the latest one. `extra_config`
+    (e.g. the dataset spec) is recorded in config.yaml and the checkpoints."""
     run_dir = Path(run_dir)
     device = resolve_device(run.device)
     torch.set_flush_denormal(True)
@@ -428,7 +416,7 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
         counters = dict(payload["counters"])
         torch.set_rng_state(payload["rng"]["torch"])
         replay.rng.bit_generator.state = payload["rng"]["replay"]
-    config = {"agent": agent_name, "run": to_dict(run), "agent_config": to_dict(agent_config)}
+    config = {"agent": agent_name, "run": to_dict(run), "agent_config": to_dict(agent_config)} | (extra_config or {})
     write_config(run_dir, config)
 
     def save():
@@ -457,3 +445,45 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
         progress.close()
         eval_env.close()
     return result
+
+
+@dataclass
+class LoadedCheckpoint:
+    agent: Any
+    env: Any  # the evaluation env the agent was built for (the caller closes it)
+    run: RunConfig
+    payload: dict
+    run_dir: Path
+
+
+def load_agent(path: str | Path) -> LoadedCheckpoint:
+    """The agent of a checkpoint file or of a run directory's latest checkpoint, rebuilt on its
+    evaluation env with its saved weights."""
+    path = Path(path)
+    if path.is_dir():
+        payload = CheckpointManager(path / "checkpoints").load_latest()
+        if payload is None:
+            raise FileNotFoundError(f"{path} holds no crl checkpoint (looked in {path / 'checkpoints'})")
+        run_dir = path
+    else:
+        payload = load_checkpoint(path)
+        run_dir = path.parent.parent
+    config = payload["config"]
+    module = agent_module(config["agent"])
+    run = from_dict(RunConfig, config["run"], f"checkpoint {path}")
+    agent_config = from_dict(module.Config, config["agent_config"], f"checkpoint {path}")
+    env = envs.make(run.env, **env_options(run, training=False))
+    agent = module.Agent(env.observation_space, env.action_space, agent_config, device=resolve_device("auto"))
+    agent.load_state_dict(payload["agent_state"])
+    return LoadedCheckpoint(agent, env, run, payload, run_dir)
+
+
+def evaluate_checkpoint(path: str | Path, episodes: int = 10, video: bool = False) -> dict[str, float]:
+    """`crl eval`: the latest checkpoint of a run directory, or one checkpoint file."""
+    loaded = load_agent(path)
+    counters = loaded.payload["counters"]
+    video_path = loaded.run_dir / "videos" / f"checkpoint_{counters['frames']:012d}.mp4" if video else None
+    result = evaluate(loaded.agent, loaded.env, episodes, seed=loaded.run.seed + 20_000, video_path=video_path)
+    loaded.env.close()
+    return {"agent": loaded.payload["config"]["agent"], "env": loaded.run.env, "frames": counters["frames"],
+            "updates": counters.get("updates", 0), "episodes": episodes} | result

@@ -5,6 +5,7 @@ Ids are `suite:name`:
   dmc-state:<domain>-<task>  the same task's state vector
   atari:<Game>               Atari-100k protocol, frame stack 4
   maze:<PointMaze id>        gymnasium-robotics PointMaze, goal interface
+  maze-pixels:<PointMaze id> the same mazes from top-down images, goals given as images (64x64)
   antmaze:<AntMaze id>       gymnasium-robotics AntMaze, goal interface
   fetch:<Reach|Push|...>     gymnasium-robotics Fetch, goal interface
 """
@@ -21,7 +22,7 @@ from crl.envs.rendering import set_default_backend
 
 set_default_backend()  # before anything imports mujoco or dm_control
 
-SUITES = ("dmc", "dmc-state", "atari", "maze", "antmaze", "fetch")
+SUITES = ("dmc", "dmc-state", "atari", "maze", "maze-pixels", "antmaze", "fetch")
 DEFAULT_FRAME_STACK = {"dmc": 3, "atari": 4}
 
 
@@ -40,10 +41,11 @@ def env_ids(suite: str) -> tuple[str, ...]:
         from crl.envs.atari import all_games
 
         return tuple(f"atari:{game}" for game in all_games())
-    if suite in ("maze", "antmaze"):
+    if suite in ("maze", "maze-pixels", "antmaze"):
         from crl.envs.goals import maze_variants
 
-        return tuple(f"{suite}:{name}" for name in maze_variants("PointMaze" if suite == "maze" else "AntMaze"))
+        prefix = "AntMaze" if suite == "antmaze" else "PointMaze"
+        return tuple(f"{suite}:{name}" for name in maze_variants(prefix))
     if suite == "fetch":
         from crl.envs.goals import FETCH_NAMES
 
@@ -94,6 +96,7 @@ def make(env_id: str, **options: Any) -> gym.Env:
     dmc: height, width, camera_id, action_repeat, visuals ("standard" | "fast"), seed.
     atari: terminal_on_life_loss, noop_max, frame_skip, repeat_action_probability.
     maze/antmaze/fetch: passed to gymnasium.make (e.g. continuing_task, max_episode_steps).
+    maze-pixels: size (image side, default 64); the rest as for maze.
     """
     suite, name = check_env_id(env_id)
     if suite in ("dmc", "dmc-state"):
@@ -107,6 +110,10 @@ def make(env_id: str, **options: Any) -> gym.Env:
 
         frame_stack = options.pop("frame_stack", DEFAULT_FRAME_STACK["atari"])
         return stack_frames(make_atari(name, **options), frame_stack)
+    if suite == "maze-pixels":
+        from crl.envs.pixel_goals import make_pixel_maze
+
+        return make_pixel_maze(name, **options)
     from crl.envs.goals import make_goal_env
 
     return make_goal_env(suite, name, **options)

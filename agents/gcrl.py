@@ -1,0 +1,177 @@
+"""Contrastive RL (Eysenbach, Zhang, Salakhutdinov, Levine 2022), with the stabilising choices of
+Zheng, Eysenbach et al. 2023.
+
+The critic is a contrastive classifier, not a value regressor: f(s, a, g) = phi(s, a) . psi(g)
+learns to tell the future state g reached from (s, a) (drawn at a geometric offset along the same
+trajectory) from goals of other transitions in the batch. At the optimum
+f = log p^pi(s_future = g | s, a) - log p(g) (+ a constant), i.e. the log of a goal-conditioned Q
+function for the reward p(s_{t+1} = g), so the actor simply maximises f(s, a ~ pi(s, g), g). There
+is no TD target and no target network.
+
+Losses on the B x B logits (positives on the diagonal): binary NCE (the paper's default), InfoNCE
+with a logsumexp^2 penalty, or symmetric InfoNCE. Online the actor is SAC-style (adaptive
+entropy); offline it adds a behaviour-cloning term. Defaults follow Zheng et al. 2023 (4x1024
+LayerNorm MLPs, representation 16, Xavier init, last layer near zero); preset `eysenbach2022` is
+the original paper's 2x256 / 64, and `cpu-smoke` is sized for a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from crl.contrastive import LOSSES, ContrastiveCritic, logsumexp_penalty
+from crl.encoders import GoalInputs
+from crl.rl import TanhGaussianActor, Temperature, metrics_to_floats, optimize, rolled
+
+CRITIC_LOSSES = {"nce": "binary_nce", "infonce": "infonce_forward", "infonce_symmetric": "infonce_symmetric"}
+
+
+@dataclass
+class Config:
+    gamma: float = 0.99  # discount of the future-goal distribution (geometric offsets)
+    batch_size: int = 256  # online; Zheng et al. use 2048 offline (preset `offline`)
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    hidden_dims: tuple[int, ...] = (1024, 1024, 1024, 1024)
+    layer_norm: bool = True
+    repr_dim: int = 16
+    last_layer_scale: float = 1e-12  # critic's last layers start at U(-1e-12, 1e-12): logits ~ 0
+    loss: str = "nce"  # nce | infonce (+ logsumexp^2 penalty) | infonce_symmetric
+    logsumexp_coef: float = 0.01  # InfoNCE only
+    energy: str = "dot"  # dot | cosine | neg_l2 | neg_sq_l2 | bilinear
+    twin: bool = True
+    actor_goals: str = "both"  # future | random | both (the released code's random_goals 0 / 1 / 0.5)
+    bc_coef: float = 0.0  # offline: 0.05
+    init_temperature: float = 1.0
+    feature_dim: int = 50  # image goals only: conv encoder output
+
+
+PRESETS = {
+    # Eysenbach et al. 2022 as released: 2x256 MLPs without LayerNorm, representation 64.
+    "eysenbach2022": dict(hidden_dims=(256, 256), layer_norm=False, repr_dim=64),
+    # Offline goal reaching (Zheng et al. 2023 / the CRL AntMaze setting): BC term, future goals.
+    "offline": dict(batch_size=2048, bc_coef=0.05, actor_goals="future", updates=500_000,
+                    eval_every_updates=50_000),
+    # 2-core CPU, maze:PointMaze_UMaze-v3 from states in a few minutes.
+    "cpu-smoke": dict(hidden_dims=(256, 256), frames=60_000, seed_frames=5_000, update_every=1,
+                      eval_every_frames=5_000, eval_episodes=20, replay_capacity=200_000,
+                      checkpoint_every_frames=0),
+}
+RUN_DEFAULTS = dict(seed_frames=10_000, eval_every_frames=10_000, eval_episodes=10, replay_capacity=1_000_000)
+
+
+class Agent:
+    name = "gcrl"
+    batch_kind = "goals"
+
+    def __init__(self, obs_space, action_space, config: Config, device: str | torch.device = "cpu"):
+        if config.loss not in CRITIC_LOSSES:
+            raise ValueError(f"unknown loss {config.loss!r}; choose from {sorted(CRITIC_LOSSES)}")
+        if config.actor_goals not in ("future", "random", "both"):
+            raise ValueError(f"actor_goals must be future, random or both, got {config.actor_goals!r}")
+        self.config = config
+        self.device = torch.device(device)
+        self.inputs = GoalInputs(obs_space, config.feature_dim)
+        state_dim, goal_dim = self.inputs.state_dim, self.inputs.goal_dim
+        self.action_dim = int(np.prod(action_space.shape))
+
+        self.critic = ContrastiveCritic(state_dim + self.action_dim, goal_dim, config.hidden_dims,
+                                        config.repr_dim, ensemble=2 if config.twin else 1,
+                                        energy=config.energy, layer_norm=config.layer_norm,
+                                        last_layer_scale=config.last_layer_scale)
+        self.actor = TanhGaussianActor(state_dim + goal_dim, self.action_dim, config.hidden_dims,
+                                       layer_norm=config.layer_norm, init="xavier_uniform")
+        self.temperature = Temperature(config.init_temperature, target_entropy=-float(self.action_dim))
+        for module in self.modules().values():
+            module.to(self.device)
+        # Image encoders learn from the critic's loss only; the actor sees their features detached.
+        self.critic_opt = torch.optim.Adam([*self.critic.parameters(), *self.inputs.parameters()],
+                                           lr=config.critic_lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+        self.alpha_opt = torch.optim.Adam(self.temperature.parameters(), lr=config.alpha_lr)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"inputs": self.inputs, "critic": self.critic, "actor": self.actor, "temperature": self.temperature}
+
+    def sampler_options(self) -> dict:
+        return {"gamma": self.config.gamma, "goal_field": self.inputs.goal_field}
+
+    def _tensor(self, x) -> torch.Tensor:
+        return torch.as_tensor(x, device=self.device)
+
+    # -- acting -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def act(self, obs: dict, explore: bool) -> np.ndarray:
+        state = self.inputs.state(self._tensor(obs["observation"]))
+        goal = self.inputs.goal(self._tensor(obs["desired_goal"]))
+        action, _ = self.actor(torch.cat([state, goal], -1), deterministic=not explore)
+        return action.cpu().numpy()
+
+    # -- learning -----------------------------------------------------------------------------
+
+    def update(self, batch: dict, step: int) -> dict[str, float]:
+        state = self.inputs.state(self._tensor(batch["observation"]), augment=True)
+        goal = self.inputs.goal(self._tensor(batch["goal"]), augment=True)
+        action = self._tensor(batch["action"]).float()
+        metrics = self.update_critic(state, action, goal)
+        metrics.update(self.update_actor(state.detach(), action, goal.detach()))
+        return metrics_to_floats(metrics)
+
+    def update_critic(self, state, action, goal) -> dict[str, torch.Tensor]:
+        """Classify each (s_i, a_i)'s own future goal g_i among the batch's goals g_j."""
+        metrics: dict[str, torch.Tensor] = {}
+        logits = self.critic(torch.cat([state, action], -1), goal)  # (E, B, B)
+        loss = LOSSES[CRITIC_LOSSES[self.config.loss]](logits, metrics)
+        if self.config.loss == "infonce":
+            loss = loss + logsumexp_penalty(logits, self.config.logsumexp_coef, metrics)
+        optimize(self.critic_opt, loss)
+        return {"critic_loss": loss.detach(), **metrics}
+
+    def actor_goals(self, state, action, goal):
+        """States, dataset actions and goals the actor trains on; `is_future` marks rows whose goal
+        is the transition's own future (the only ones where behaviour cloning makes sense)."""
+        future = torch.ones(len(state), dtype=torch.bool, device=self.device)
+        if self.config.actor_goals == "future":
+            return state, action, goal, future
+        if self.config.actor_goals == "random":
+            return state, action, rolled(goal), ~future
+        return (torch.cat([state, state]), torch.cat([action, action]), torch.cat([goal, rolled(goal)]),
+                torch.cat([future, ~future]))
+
+    def update_actor(self, state, dataset_action, goal) -> dict[str, torch.Tensor]:
+        """min_pi E[alpha log pi(a|s,g) - min_k f_k(s, a, g)], a ~ pi(s, g) (+ BC offline)."""
+        state, dataset_action, goal, is_future = self.actor_goals(state, dataset_action, goal)
+        features = torch.cat([state, goal], -1)
+        action, log_prob = self.actor(features)
+        score = self.critic.pairwise(torch.cat([state, action], -1), goal).min(0).values
+        loss = self.temperature.alpha.detach() * log_prob - score
+        metrics = {}
+        if self.config.bc_coef > 0:
+            bc = -self.actor.log_prob(features, dataset_action)
+            loss = torch.where(is_future, self.config.bc_coef * bc + (1 - self.config.bc_coef) * loss, loss)
+            metrics["bc_loss"] = bc[is_future].mean().detach()
+        loss = loss.mean()
+        optimize(self.actor_opt, loss)
+        optimize(self.alpha_opt, self.temperature.loss(log_prob))
+        return metrics | {"actor_loss": loss.detach(), "alpha": self.temperature.alpha.detach(),
+                          "entropy": -log_prob.detach().mean()}
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        state = {name: module.state_dict() for name, module in self.modules().items()}
+        return state | {"critic_opt": self.critic_opt.state_dict(), "actor_opt": self.actor_opt.state_dict(),
+                        "alpha_opt": self.alpha_opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, module in self.modules().items():
+            module.load_state_dict(state[name])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.alpha_opt.load_state_dict(state["alpha_opt"])
