@@ -33,7 +33,8 @@ class Config:
 PRESETS = {
     "offline": dict(batch_size=1024, hidden_dims=(1024, 1024, 1024, 1024), updates=500_000,
                     eval_every_updates=50_000),
-    "cpu-smoke": dict(hidden_dims=(256, 256), updates=20_000, eval_every_updates=5_000, eval_episodes=20),
+    "offline-cpu": dict(batch_size=256, hidden_dims=(256, 256), updates=20_000, eval_every_updates=2_000,
+                        eval_episodes=20),
 }
 
 

@@ -25,7 +25,8 @@ from torch import nn
 
 from crl.contrastive import LOSSES, ContrastiveCritic, logsumexp_penalty
 from crl.encoders import GoalInputs
-from crl.rl import TanhGaussianActor, Temperature, metrics_to_floats, optimize, rolled
+from crl.rl import (TanhGaussianActor, Temperature, actor_goal_batch, check_actor_goals, frozen, metrics_to_floats,
+                    optimize)
 
 CRITIC_LOSSES = {"nce": "binary_nce", "infonce": "infonce_forward", "infonce_symmetric": "infonce_symmetric"}
 
@@ -46,19 +47,27 @@ class Config:
     energy: str = "dot"  # dot | cosine | neg_l2 | neg_sq_l2 | bilinear
     twin: bool = True
     actor_goals: str = "both"  # future | random | both (the released code's random_goals 0 / 1 / 0.5)
-    bc_coef: float = 0.0  # offline: 0.05
+    bc_coef: float = 0.0  # offline: 0.05, on the rows whose goal is the transition's own future
+    # None: SAC's adaptive alpha toward entropy -|A| (our online default: it explores from the
+    # first step). The released code fixes alpha = 0 on state tasks and offline (presets
+    # `eysenbach2022`, `offline`) and tunes it toward entropy 0 on image tasks.
+    entropy_coef: float | None = None
     init_temperature: float = 1.0
     feature_dim: int = 50  # image goals only: conv encoder output
 
 
 PRESETS = {
     # Eysenbach et al. 2022 as released: 2x256 MLPs without LayerNorm, representation 64.
-    "eysenbach2022": dict(hidden_dims=(256, 256), layer_norm=False, repr_dim=64),
-    # Offline goal reaching (Zheng et al. 2023 / the CRL AntMaze setting): BC term, future goals.
-    "offline": dict(batch_size=2048, bc_coef=0.05, actor_goals="future", updates=500_000,
-                    eval_every_updates=50_000),
-    # 2-core CPU, maze:PointMaze_UMaze-v3 from states in a few minutes.
-    "cpu-smoke": dict(hidden_dims=(256, 256), frames=60_000, seed_frames=5_000, update_every=1,
+    "eysenbach2022": dict(hidden_dims=(256, 256), layer_norm=False, repr_dim=64, entropy_coef=0.0),
+    # Offline (Zheng et al. 2023's batch and networks; the released AntMaze config is batch 1024,
+    # 2x1024 without LayerNorm): BC 0.05 toward future goals, alpha 0.
+    "offline": dict(batch_size=2048, bc_coef=0.05, actor_goals="future", entropy_coef=0.0,
+                    updates=500_000, eval_every_updates=50_000),
+    # Offline on the 2-core CPU: a generated PointMaze dataset in about 10 minutes.
+    "offline-cpu": dict(batch_size=256, hidden_dims=(256, 256), bc_coef=0.05, actor_goals="future",
+                        entropy_coef=0.0, updates=20_000, eval_every_updates=2_000, eval_episodes=20),
+    # 2-core CPU, maze:PointMaze_UMaze-v3 from states: success 1.0 after 10k frames (8 min).
+    "cpu-smoke": dict(hidden_dims=(256, 256), frames=20_000, seed_frames=5_000, update_every=1,
                       eval_every_frames=5_000, eval_episodes=20, replay_capacity=200_000,
                       checkpoint_every_frames=0),
 }
@@ -72,8 +81,7 @@ class Agent:
     def __init__(self, obs_space, action_space, config: Config, device: str | torch.device = "cpu"):
         if config.loss not in CRITIC_LOSSES:
             raise ValueError(f"unknown loss {config.loss!r}; choose from {sorted(CRITIC_LOSSES)}")
-        if config.actor_goals not in ("future", "random", "both"):
-            raise ValueError(f"actor_goals must be future, random or both, got {config.actor_goals!r}")
+        check_actor_goals(config.actor_goals, config.bc_coef)
         self.config = config
         self.device = torch.device(device)
         self.inputs = GoalInputs(obs_space, config.feature_dim)
@@ -133,24 +141,20 @@ class Agent:
         optimize(self.critic_opt, loss)
         return {"critic_loss": loss.detach(), **metrics}
 
-    def actor_goals(self, state, action, goal):
-        """States, dataset actions and goals the actor trains on; `is_future` marks rows whose goal
-        is the transition's own future (the only ones where behaviour cloning makes sense)."""
-        future = torch.ones(len(state), dtype=torch.bool, device=self.device)
-        if self.config.actor_goals == "future":
-            return state, action, goal, future
-        if self.config.actor_goals == "random":
-            return state, action, rolled(goal), ~future
-        return (torch.cat([state, state]), torch.cat([action, action]), torch.cat([goal, rolled(goal)]),
-                torch.cat([future, ~future]))
+    def alpha(self) -> torch.Tensor:
+        if self.config.entropy_coef is not None:
+            return torch.tensor(self.config.entropy_coef, device=self.device)
+        return self.temperature.alpha.detach()
 
     def update_actor(self, state, dataset_action, goal) -> dict[str, torch.Tensor]:
         """min_pi E[alpha log pi(a|s,g) - min_k f_k(s, a, g)], a ~ pi(s, g) (+ BC offline)."""
-        state, dataset_action, goal, is_future = self.actor_goals(state, dataset_action, goal)
+        state, dataset_action, goal, is_future = actor_goal_batch(state, dataset_action, goal,
+                                                                  self.config.actor_goals)
         features = torch.cat([state, goal], -1)
         action, log_prob = self.actor(features)
-        score = self.critic.pairwise(torch.cat([state, action], -1), goal).min(0).values
-        loss = self.temperature.alpha.detach() * log_prob - score
+        with frozen(self.critic):
+            score = self.critic.pairwise(torch.cat([state, action], -1), goal).min(0).values
+        loss = self.alpha() * log_prob - score
         metrics = {}
         if self.config.bc_coef > 0:
             bc = -self.actor.log_prob(features, dataset_action)
@@ -158,9 +162,9 @@ class Agent:
             metrics["bc_loss"] = bc[is_future].mean().detach()
         loss = loss.mean()
         optimize(self.actor_opt, loss)
-        optimize(self.alpha_opt, self.temperature.loss(log_prob))
-        return metrics | {"actor_loss": loss.detach(), "alpha": self.temperature.alpha.detach(),
-                          "entropy": -log_prob.detach().mean()}
+        if self.config.entropy_coef is None:
+            optimize(self.alpha_opt, self.temperature.loss(log_prob))
+        return metrics | {"actor_loss": loss.detach(), "alpha": self.alpha(), "entropy": -log_prob.detach().mean()}
 
     # -- checkpoints --------------------------------------------------------------------------
 

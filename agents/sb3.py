@@ -7,7 +7,8 @@ instead of our OnlineTrainer. Budgets are frames, counted from the env's `info["
 SB3's timesteps are agent steps. The loop settings come from RunConfig as for our agents:
 `seed_frames` -> SB3 `learning_starts` (in agent steps), `update_every` -> `train_freq`,
 `updates_per_round` -> `gradient_steps`, `eval_every_frames`/`eval_episodes` -> evaluation
-through `crl.train.evaluate` (deterministic policy), logged to train.csv / eval.csv.
+through `crl.train.evaluate` (SAC: its mean action; DQN: epsilon-greedy, below), logged to
+train.csv / eval.csv.
 
 SAC: SB3's defaults, which are the SAC paper's (v2) settings: lr 3e-4, batch 256, tau 0.005,
 gamma 0.99, automatic entropy, 2x256 MLPs; from pixels SB3's CnnPolicy (NatureCNN, pixels /255;
@@ -20,6 +21,10 @@ without its augmentation, double Q and dueling heads, which SB3's DQN does not h
 Adam lr 1e-4 (eps 1.5e-4), batch 32, 10-step returns, replay 100k, learning after 1600 agent
 steps, one update per agent step, target network updated every step, epsilon 1 -> 0.01 over
 5000 agent steps (SB3 starts the decay at step 0, Dopamine after the warm-up), rewards clipped to [-1, 1] for learning, terminal on life loss in training.
+Evaluation is epsilon-greedy with `epsilon_eval` 0.001, Dopamine's and DrQ(epsilon)'s Atari-100k
+protocol and the value of our drq-eps and curl-rainbow, not SB3's greedy `deterministic=True`: a
+greedy policy may never press FIRE (Breakout) and play on to the 108k-frame episode cap. The
+random actions come from the evaluation policy's own generator, seeded with the run's seed.
 SB3-zoo's Atari DQN defaults (learning_starts 100k, target update 1000, train_freq 4) are for 10M
 frames and would learn nothing in 100k agent steps.
 
@@ -74,6 +79,7 @@ class DQNConfig:
     exploration_initial_eps: float = 1.0
     exploration_final_eps: float = 0.01
     exploration_steps: int = 5_000  # agent steps of the linear epsilon decay
+    epsilon_eval: float = 0.001  # DrQ(eps), Dopamine; as drq-eps and curl-rainbow
     max_grad_norm: float = 10.0
     clip_rewards: bool = True
     net_arch: tuple[int, ...] = ()  # hidden layers after the CNN; () is the Nature DQN head
@@ -138,14 +144,22 @@ def is_image(space: gym.Space) -> bool:
 # -- the run -----------------------------------------------------------------------------------
 
 class Policy:
-    """SB3 model -> our act(obs, explore) interface, for crl.train.evaluate."""
+    """SB3 model -> our act(obs, explore) interface, for crl.train.evaluate.
 
-    def __init__(self, model):
-        self.model = model
+    explore=False takes SB3's deterministic action (SAC's mean, DQN's argmax) and, with `epsilon`
+    > 0 (DQN's evaluation epsilon), replaces each row's by a uniformly random action with
+    probability epsilon, drawn from a generator seeded with `seed`. explore=True is SB3's own."""
+
+    def __init__(self, model, epsilon: float = 0.0, seed: int = 0):
+        self.model, self.epsilon = model, epsilon
+        self.rng = np.random.default_rng(seed)
 
     def act(self, obs: np.ndarray, explore: bool) -> np.ndarray:
         action, _ = self.model.predict(obs, deterministic=not explore)
-        return action
+        if explore or self.epsilon == 0:
+            return action
+        random_rows = self.rng.random(len(action)) < self.epsilon
+        return np.where(random_rows, self.rng.integers(self.model.action_space.n, size=len(action)), action)
 
 
 def make_callback(run, logger: Logger, evaluate_and_log, progress: Progress):
@@ -202,7 +216,7 @@ def train_run(namespace, run, config, run_dir) -> dict[str, float]:
     step_frames = frames_per_step(env)
     model = namespace.build(env, run, config, step_frames, str(resolve_device(run.device)))
     model.set_logger(SB3Logger(folder=None, output_formats=[]))
-    policy = Policy(model)
+    policy = Policy(model, epsilon=getattr(config, "epsilon_eval", 0.0), seed=run.seed)  # SAC has no epsilon
     last_eval: dict[str, float] = {}
 
     def evaluate_and_log(counters: dict[str, int]) -> None:

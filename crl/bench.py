@@ -6,11 +6,24 @@
 
 A spec is a YAML file in experiments/specs/ (dmc100k, dmc500k, atari100k) or any path: the suite,
 the tasks (env ids), the budget in frames, the number of seeds, the evaluation cadence, the preset
-of each agent (default: the spec's name) and optional overrides. Runs go one after another into
-OUT/<agent>/<task>/seed_<s>/ (task = the env id with ':' -> '_'; OUT defaults to
-runs/bench/<spec>) through `crl.train.train`. Running the same command again skips finished runs
-(eval.csv reaches the budget), resumes crashed runs from their latest checkpoint
-(`crl.train.resume`) and restarts crashed runs that have none.
+of each agent (default: the spec's name) and optional overrides: `run` (RunConfig fields for every
+run), `overrides` (per agent: any run or agent config field) and `task_overrides` (per agent and
+task), e.g. CURL's Atari loss weight of 0.05 on four games:
+
+    task_overrides:
+      curl-rainbow:
+        atari:Pong: {curl_coef: 0.05}
+
+A run's settings are layered: the agent's RUN_DEFAULTS, its preset, the spec's `run`, `overrides`
+of the agent, `task_overrides` of the agent on the task, then the run's env and seed; the result
+is recorded in the run's config.yaml. An unknown agent, a task not in the spec or an unknown field
+is an error naming the valid ones. Runs go one after another into OUT/<agent>/<task>/seed_<s>/
+(task = the env id with ':' -> '_'; OUT defaults to runs/bench/<spec>) through `crl.train.train`.
+Running the same command again skips finished runs (eval.csv reaches the budget), resumes crashed
+runs from their latest checkpoint (`crl.train.resume`) and restarts crashed runs that have none.
+A skipped or resumed run keeps the agent config it was made with: where that differs from what the
+spec now gives (an override added after the run), a warning names the fields; delete the run
+directory to run it again with the new settings.
 
 The report (OUT/report/: report.md, per_task.csv, aggregates.csv, plots/) gives, per task, the mean
 and std over seeds of the evaluation return at each report budget (100k and 500k frames for DMC;
@@ -89,6 +102,7 @@ class Spec:
     presets: dict[str, str | None] = field(default_factory=dict)  # per agent
     run: dict[str, Any] = field(default_factory=dict)  # RunConfig fields for every run
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per agent: any config field
+    task_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # per agent, per task
     description: str = ""
 
 
@@ -119,7 +133,7 @@ def load_spec(name_or_path: str | Path) -> Spec:
     import yaml
 
     from crl import envs, registry
-    from crl.config import field_names
+    from crl.config import field_names, unknown_field_error
     from crl.train import RunConfig
 
     path = spec_path(name_or_path)
@@ -157,10 +171,10 @@ def load_spec(name_or_path: str | Path) -> Spec:
     report_frames = data.get("report_frames", [data["frames"]])
     if not isinstance(report_frames, list) or not all(isinstance(f, int) and f > 0 for f in report_frames):
         raise fail("report_frames", f"must be a list of positive integers, got {report_frames!r}")
-    for key in ("presets", "run", "overrides"):
+    for key in ("presets", "run", "overrides", "task_overrides"):
         if not isinstance(data.get(key, {}), dict):
             raise fail(key, f"must be a mapping, got {data[key]!r}")
-    for key in ("presets", "overrides"):
+    for key in ("presets", "overrides", "task_overrides"):
         for agent in data.get(key, {}):
             if agent not in registry.AGENTS:
                 raise fail(key, f"names unknown agent {agent!r}; agents: {', '.join(sorted(registry.AGENTS))}")
@@ -179,11 +193,28 @@ def load_spec(name_or_path: str | Path) -> Spec:
             raise fail("run", f"holds unknown run field {name!r}; fields: {', '.join(run_fields)}")
         if name in SPEC_RUN_KEYS:
             raise fail("run", f"holds {name!r}, which the spec sets itself (tasks, seeds and its own {name!r} key)")
+    for agent, by_task in data.get("task_overrides", {}).items():
+        if not isinstance(by_task, dict):
+            raise fail("task_overrides", f"for {agent!r} must be a mapping of task: {{field: value}}, got {by_task!r}")
+        fields = sorted(set(run_fields) | set(field_names(registry.agent_module(agent).Config)))
+        for task, values in by_task.items():
+            where = f"for {agent!r} on {task!r}"
+            if task not in tasks:
+                raise fail("task_overrides", f"{where}: {task!r} is not a task of the spec; tasks: {', '.join(tasks)}")
+            if not isinstance(values, dict):
+                raise fail("task_overrides", f"{where} must be a mapping of field: value, got {values!r}")
+            for name in values:
+                if name not in fields:
+                    raise fail("task_overrides", f"{where}: {unknown_field_error(name, fields, agent + ' config')}")
+                if name in SPEC_RUN_KEYS:
+                    raise fail("task_overrides", f"{where} holds {name!r}, which the spec sets itself")
     return Spec(name=path.stem, path=path, suite=data["suite"], tasks=list(tasks), frames=data["frames"],
                 seeds=data.get("seeds", 10), eval_every_frames=data.get("eval_every_frames", 10_000),
                 eval_episodes=data.get("eval_episodes", 10), report_frames=sorted(report_frames),
                 preset=data.get("preset", path.stem), presets=dict(data.get("presets", {})),
                 run=dict(data.get("run", {})), overrides={a: dict(v) for a, v in data.get("overrides", {}).items()},
+                task_overrides={a: {t: dict(v) for t, v in by_task.items()}
+                                for a, by_task in data.get("task_overrides", {}).items()},
                 description=str(data.get("description", "")))
 
 
@@ -220,7 +251,7 @@ def plan(spec: Spec, agents: list[str], seeds: list[int], out: Path, tasks: list
             for seed in seeds:
                 settings = {"frames": spec.frames, "eval_every_frames": spec.eval_every_frames,
                             "eval_episodes": spec.eval_episodes, **spec.run, **spec.overrides.get(agent, {}),
-                            "env": task, "seed": seed}
+                            **spec.task_overrides.get(agent, {}).get(task, {}), "env": task, "seed": seed}
                 if frames is not None:
                     settings["frames"] = frames
                 try:
@@ -264,11 +295,35 @@ def run_state(run_dir: Path, frames: int) -> str:
     return "new"
 
 
+def recorded_differences(run: BenchRun) -> list[str]:
+    """`field: recorded -> planned` for each agent config field where the config.yaml of an existing
+    run differs from the planned config (empty when there is no readable config.yaml)."""
+    from crl import registry
+    from crl.config import ConfigError, from_dict
+    from crl.train import read_run_config
+
+    if not (run.run_dir / "config.yaml").is_file():
+        return []
+    try:
+        recorded = read_run_config(run.run_dir).get("agent_config") or {}
+        recorded = from_dict(registry.agent_module(run.agent).Config, recorded, f"{run.run_dir}/config.yaml")
+    except (ConfigError, OSError, AttributeError, TypeError, ValueError):
+        return []  # written by other code (a renamed field); nothing to compare
+    return [f"{f.name}: {getattr(recorded, f.name)!r} -> {getattr(run.agent_config, f.name)!r}"
+            for f in dataclasses.fields(recorded) if getattr(recorded, f.name) != getattr(run.agent_config, f.name)]
+
+
 def execute(run: BenchRun) -> str:
     """Brings one run to its budget; returns what it did (skipped, trained, resumed, restarted)."""
+    from tqdm import tqdm
+
     from crl import train
 
     state = run_state(run.run_dir, run.run.frames)
+    if state in ("done", "resume") and (changed := recorded_differences(run)):
+        tqdm.write(f"crl bench: warning: {run.run_dir} keeps the agent config it was made with, which differs "
+                   f"from the spec's ({'; '.join(changed)}); delete the directory to run it with the spec's",
+                   file=sys.stderr)
     if state == "done":
         return "skipped"
     if state == "resume":
@@ -567,8 +622,14 @@ def report(spec: Spec, out: Path, agents: list[str], tasks: list[str], seeds: li
              f"budget {frames} frames; run directories under `{out}`.", ""]
     if spec.description:
         lines += [spec.description.strip(), ""]
+    task_settings = [f"{agent} on {task}: " + ", ".join(f"{name}={value}" for name, value in values.items())
+                     for agent in agents for task, values in spec.task_overrides.get(agent, {}).items()
+                     if task in tasks]
+    if task_settings:
+        lines += ["Per-task settings (the spec's `task_overrides`): " + "; ".join(task_settings) + ".", ""]
     lines += ["## Per task", "",
-              "Evaluation return (deterministic policy) at each budget: the last eval row at or below it; "
+              "Evaluation return (each agent's evaluation policy: greedy, or epsilon-greedy with epsilon 0.001 for the "
+              "Atari agents) at each budget: the last eval row at or below it; "
               "mean ± std over seeds (std with ddof 0)."
               + (" Published: experiments/reference/dmc_published.csv (CURL and DrQ, Table 1)." if spec.suite == "dmc" else
                  " HNS: human-normalised score of the mean."), "",

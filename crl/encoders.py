@@ -412,7 +412,9 @@ class GoalInputs(nn.Module):
     The observation space is a Dict with "observation" and "desired_goal" (crl's goal envs).
     Vectors pass through (flattened, float). Images (C, H, W) go through conv encoders, one for
     states and one for goals (the SAC-AE/DrQ encoder, 50-d head), with DrQ's pad-4 random shift
-    when ``augment=True``, the augmentation Zheng et al. 2023 found to matter for image goals.
+    when ``augment=True``. Zheng et al. 2023 found augmentation to matter for image goals (they
+    crop observation and goal together for the BC term); the agents here shift the critic's
+    inputs as DrQ does, each image independently: our choice, not theirs.
 
     ``goal_field`` names the observation field whose future values are the relabelled goals:
     "achieved_goal" when the env has one, else "observation" itself (pixel goals: the future

@@ -3,6 +3,7 @@ tanh-Gaussian and deterministic actors, exploration schedules and SAC's temperat
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -70,9 +71,10 @@ class TanhGaussianActor(nn.Module):
         u = mu if deterministic else mu + std * torch.randn_like(mu)
         return torch.tanh(u), tanh_gaussian_log_prob(u, mu, std)
 
-    def log_prob(self, features: Tensor, action: Tensor, eps: float = 1e-6) -> Tensor:
-        """log pi(a|s) of given actions in [-1, 1] (e.g. a dataset's, for behaviour cloning);
-        actions are clamped to +-(1 - eps) so that atanh stays finite."""
+    def log_prob(self, features: Tensor, action: Tensor, eps: float = 1e-4) -> Tensor:
+        """log pi(a|s) of given actions in [-1, 1] (e.g. a dataset's, for behaviour cloning).
+        Actions are clamped to +-(1 - eps): datasets often hold actions clipped at exactly +-1,
+        whose atanh is infinite; at 1 - 1e-4 it is 4.95, a target a Gaussian can fit."""
         mu, std = self.distribution(features)
         u = torch.atanh(action.clamp(-1.0 + eps, 1.0 - eps))
         return tanh_gaussian_log_prob(u, mu, std)
@@ -332,6 +334,45 @@ def n_step_from_sequence(window: dict[str, Tensor], gamma: float, reward_clip: f
 
 def rolled(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """The batch rolled by a uniformly random shift: each row gets another row's entry, a cheap
-    draw of "random goals from the batch" as contrastive RL and TD-InfoNCE's released code do."""
+    draw of "random goals from the batch" as contrastive RL and TD-InfoNCE's released code do
+    (a shift of 0, probability 1/B, keeps the batch as it is, as theirs can)."""
     shift = int(torch.randint(0, x.shape[0], (), generator=generator))
     return torch.roll(x, shift, dims=0)
+
+
+ACTOR_GOALS = ("future", "random", "both")
+
+
+def check_actor_goals(actor_goals: str, bc_coef: float) -> None:
+    if actor_goals not in ACTOR_GOALS:
+        raise ValueError(f"actor_goals must be one of {', '.join(ACTOR_GOALS)}, got {actor_goals!r}")
+    if bc_coef > 0 and actor_goals == "random":
+        raise ValueError("bc_coef > 0 needs actor_goals 'future' or 'both': behaviour cloning imitates the "
+                         "dataset action toward the transition's own future goal, and 'random' has none")
+
+
+def actor_goal_batch(state: Tensor, action: Tensor, goal: Tensor, actor_goals: str):
+    """The rows the actor trains on, as the released code's `random_goals` 0 / 1 / 0.5: each
+    transition's own future goal ("future"), another row's ("random"), or both stacked into 2B
+    rows ("both"). Returns (state, dataset action, goal, is_future), is_future marking the rows
+    whose goal is their own future (where behaviour cloning applies)."""
+    future = torch.ones(len(state), dtype=torch.bool, device=state.device)
+    if actor_goals == "future":
+        return state, action, goal, future
+    if actor_goals == "random":
+        return state, action, rolled(goal), ~future
+    return (torch.cat([state, state]), torch.cat([action, action]), torch.cat([goal, rolled(goal)]),
+            torch.cat([future, ~future]))
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """No gradients into `module`'s parameters inside the block (an actor loss through the
+    critic): saves the backward pass into the critic's weights."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)

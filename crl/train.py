@@ -482,8 +482,12 @@ def evaluate_checkpoint(path: str | Path, episodes: int = 10, video: bool = Fals
     """`crl eval`: the latest checkpoint of a run directory, or one checkpoint file."""
     loaded = load_agent(path)
     counters = loaded.payload["counters"]
-    video_path = loaded.run_dir / "videos" / f"checkpoint_{counters['frames']:012d}.mp4" if video else None
-    result = evaluate(loaded.agent, loaded.env, episodes, seed=loaded.run.seed + 20_000, video_path=video_path)
-    loaded.env.close()
+    # offline runs take no env steps: their checkpoints are told apart by updates
+    at = f"{counters['frames']:012d}" if counters["frames"] else f"update_{counters.get('updates', 0):012d}"
+    video_path = loaded.run_dir / "videos" / f"checkpoint_{at}.mp4" if video else None
+    try:
+        result = evaluate(loaded.agent, loaded.env, episodes, seed=loaded.run.seed + 20_000, video_path=video_path)
+    finally:
+        loaded.env.close()
     return {"agent": loaded.payload["config"]["agent"], "env": loaded.run.env, "frames": counters["frames"],
             "updates": counters.get("updates", 0), "episodes": episodes} | result

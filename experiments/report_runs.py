@@ -17,14 +17,23 @@ from benchlib import ROOT, command_line, machine_line, write_section
 from crl.logger import plot_curves, read_config
 
 
-def run_rows(run_dir: Path) -> list[str]:
+def run_command(config: dict) -> str:
+    if config.get("command"):
+        return config["command"]
+    if config.get("dataset"):
+        return f"crl offline train {config['agent']} --dataset {config['dataset']} --seed {config['run']['seed']}"
+    return f"crl train {config['agent']} --env {config['run']['env']} --seed {config['run']['seed']}"
+
+
+def run_rows(run_dir: Path, metric: str, x: str) -> list[str]:
     config = read_config(run_dir)
     evals = pd.read_csv(run_dir / "eval.csv")
     minutes = evals.wall_time / 60
-    curve = ", ".join(f"{r:.0f} @ {f / 1000:.0f}k ({m:.0f} min)"
-                      for f, r, m in zip(evals.frames, evals.episode_return, minutes))
-    command = config.get("command") or f"crl train {config['agent']} --env {config['run']['env']}"
-    return [f"| `{command}` | {config['run']['visuals']} | {evals.episode_return.max():.0f} | {curve} |"]
+    digits = 2 if metric in ("success", "final_success") else 0
+    curve = ", ".join(f"{v:.{digits}f} @ {n / 1000:g}k ({m:.0f} min)"
+                      for n, v, m in zip(evals[x], evals[metric], minutes))
+    visuals = config["run"]["visuals"] if config["run"]["env"].startswith("dmc:") else "-"
+    return [f"| `{run_command(config)}` | {visuals} | {evals[metric].max():.{digits}f} | {curve} |"]
 
 
 def main() -> None:
@@ -32,18 +41,20 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--title", required=True)
     parser.add_argument("--png", type=Path, required=True)
+    parser.add_argument("--metric", default="episode_return", help="eval.csv column (e.g. success)")
+    parser.add_argument("--x", default="frames", choices=["frames", "updates"], help="updates for offline runs")
     parser.add_argument("--note", default="")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
 
     labels = [f"{read_config(r)['agent']} (seed {read_config(r)['run']['seed']})" for r in args.runs]
-    plot_curves(args.runs, args.png, labels=labels, title=args.title)
-    rows = [row for run in args.runs for row in run_rows(run)]
+    plot_curves(args.runs, args.png, x=args.x, y=args.metric, labels=labels, title=args.title)
+    rows = [row for run in args.runs for row in run_rows(run, args.metric, args.x)]
     png = args.png.resolve().relative_to(ROOT) if args.png.resolve().is_relative_to(ROOT) else args.png
     body = "\n".join([
         f"Command: `{command_line()}`", "", machine_line(), args.note, "",
-        "| run | visuals | best eval return | eval return @ frames (wall time) |", "|---|---|---:|---|",
-        *rows, "", f"![curves]({png})"])
+        f"| run | visuals | best eval {args.metric} | eval {args.metric} @ {args.x} (wall time) |",
+        "|---|---|---:|---|", *rows, "", f"![curves]({png})"])
     print(body)
     if args.write:
         write_section(args.title, body)

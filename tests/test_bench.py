@@ -8,6 +8,7 @@ import pytest
 
 from crl import bench, cli, envs, train
 from crl.envs.atari import ATARI_100K_GAMES
+from crl.logger import read_config
 
 TINY_SPEC = """\
 suite: dmc
@@ -180,6 +181,18 @@ def test_shipped_specs_load():
     assert bench.load_spec("atari100k").frames == 400_000
 
 
+def test_atari100k_spec_lowers_curls_loss_weight_on_four_games(tmp_path):
+    spec = bench.load_spec("atari100k")
+    low = {"atari:Pong", "atari:Freeway", "atari:Boxing", "atari:PrivateEye"}
+    assert spec.task_overrides == {"curl-rainbow": {task: {"curl_coef": 0.05} for task in low}}
+    runs = bench.plan(spec, ["curl-rainbow", "drq-eps"], [0], tmp_path)
+    coefs = {r.task: r.agent_config.curl_coef for r in runs if r.agent == "curl-rainbow"}
+    assert {task for task, coef in coefs.items() if coef == 0.05} == low
+    assert {coef for task, coef in coefs.items() if task not in low} == {1.0}
+    low_curl_preset = train.build_configs("curl-rainbow", "atari100k-low-curl", {})[1]
+    assert low_curl_preset.curl_coef == 0.05  # the same value as the preset
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda s: s + "budget: 5\n", "key 'budget' is not a spec key"),
     (lambda s: s.replace("suite: dmc", "suite: mujoco"), "key 'suite' must be one of"),
@@ -191,6 +204,17 @@ def test_shipped_specs_load():
     (lambda s: s.replace("seed_frames: 500", "frames: 500"), "key 'run' holds 'frames', which the spec sets"),
     (lambda s: s.replace("preset: null", "presets: {sac: [cpu-smoke]}"), "key 'presets' for 'sac' must be"),
     (lambda s: s.replace("suite: dmc\n", ""), "key 'suite' is missing"),
+    (lambda s: s + "task_overrides: {sacc: {dmc-state:cartpole-balance: {actor_lr: 0.1}}}\n",
+     "key 'task_overrides' names unknown agent 'sacc'"),
+    (lambda s: s + "task_overrides: {sac: {dmc-state:cartpole-swingup: {actor_lr: 0.1}}}\n",
+     "'dmc-state:cartpole-swingup' is not a task of the spec; tasks: dmc-state:cartpole-balance"),
+    (lambda s: s + "task_overrides: {sac: {dmc-state:cartpole-balance: {actor_lrr: 0.1}}}\n",
+     "key 'task_overrides' for 'sac' on 'dmc-state:cartpole-balance': unknown config field 'actor_lrr'.*"
+     "Did you mean actor_lr"),
+    (lambda s: s + "task_overrides: {sac: {dmc-state:cartpole-balance: {seed: 3}}}\n",
+     "holds 'seed', which the spec sets itself"),
+    (lambda s: s + "task_overrides: {sac: {dmc-state:cartpole-balance: 0.1}}\n",
+     "for 'sac' on 'dmc-state:cartpole-balance' must be a mapping"),
 ])
 def test_spec_errors_name_the_file_and_key(tmp_path, edit, message):
     path = write_spec(tmp_path, edit(TINY_SPEC))
@@ -214,6 +238,37 @@ def test_plan_layers_preset_spec_overrides_and_frames(tmp_path):
     assert run.run.frames == 3000 and run.run.seed_frames == 500 and run.agent_config.hidden_dims == (32, 32)
     with pytest.raises(bench.SpecError, match="unknown preset 'atari100k' for agent 'sac'"):
         bench.plan(bench.load_spec("atari100k"), ["sac"], [0], tmp_path)
+
+
+TWO_TASK_SPEC = TINY_SPEC.replace("[dmc-state:cartpole-balance]", "[dmc-state:cartpole-balance, dmc-state:cartpole-swingup]") + """\
+task_overrides:
+  sac:
+    dmc-state:cartpole-swingup: {actor_lr: 0.0005, batch_size: 16}
+"""
+
+
+def test_task_overrides_reach_only_their_tasks_runs(tmp_path, capsys):
+    spec = write_spec(tmp_path, TWO_TASK_SPEC)
+    assert bench.load_spec(spec).task_overrides == {"sac": {"dmc-state:cartpole-swingup": {"actor_lr": 0.0005,
+                                                                                           "batch_size": 16}}}
+    out = tmp_path / "out"
+    assert cli.main(["bench", str(spec), "--agents", "sac", "--seeds", "1", "--frames", "1000", "--out", str(out),
+                     "--reps", "100"]) == 0
+    overridden = read_config(out / "sac" / "dmc-state_cartpole-swingup" / "seed_0")["agent_config"]
+    other = read_config(out / "sac" / "dmc-state_cartpole-balance" / "seed_0")["agent_config"]
+    assert (overridden["actor_lr"], overridden["batch_size"]) == (0.0005, 16)
+    assert (other["actor_lr"], other["batch_size"]) == (1e-3, 32)  # sac's default; the spec's `overrides`
+    assert other["hidden_dims"] == overridden["hidden_dims"] == [32, 32]  # per-agent overrides still apply
+    assert "sac on dmc-state:cartpole-swingup: actor_lr=0.0005, batch_size=16" in (out / "report" / "report.md").read_text()
+
+    # a finished run is skipped with the config it was made with, and says that it differs from the spec's
+    capsys.readouterr()
+    changed = write_spec(tmp_path, TWO_TASK_SPEC.replace("actor_lr: 0.0005", "actor_lr: 0.002"), name="changed")
+    runs = bench.plan(bench.load_spec(changed), ["sac"], [0], out, frames=1000)
+    assert [o["status"] for o in bench.run_all(runs)] == ["skipped", "skipped"]
+    err = capsys.readouterr().err
+    assert "cartpole-swingup/seed_0 keeps the agent config it was made with" in err and "actor_lr: 0.0005 -> 0.002" in err
+    assert "cartpole-balance/seed_0 keeps" not in err
 
 
 def test_bench_module_knows_no_agent_by_name():

@@ -15,6 +15,7 @@ from crl import encoders as crl_encoders
 from crl import train
 from crl.agents import gcbc, gcrl, td_infonce
 from crl.replay import EpisodeReplay
+from crl.rl import actor_goal_batch
 
 STATE, GOAL, ACTION = 4, 2, 2
 
@@ -103,17 +104,38 @@ def test_gcrl_updates_move_only_their_own_networks():
     assert changed(before["critic"], agent.critic) == set(before["critic"])
     assert not changed(before["actor"], agent.actor)
     before = {k: params(m) for k, m in agent.modules().items()}
+    agent.critic.zero_grad(set_to_none=True)
     agent.update_actor(state, action, goal)
     assert changed(before["actor"], agent.actor) == set(before["actor"])
     assert not changed(before["critic"], agent.critic)
+    assert all(p.grad is None for p in agent.critic.parameters())  # no backward into the critic at all
     assert changed(before["temperature"], agent.temperature)
+
+
+def test_gcrl_actor_loss_is_alpha_log_pi_minus_the_smaller_critic(monkeypatch):
+    agent = make(gcrl, actor_goals="future", entropy_coef=0.3, last_layer_scale=None)
+    batch = goal_batch()
+    state, goal = batch["observation"], batch["goal"]
+    fixed_action, fixed_log_prob = torch.rand(8, ACTION) * 2 - 1, torch.randn(8, requires_grad=True)
+    monkeypatch.setattr(agent.actor, "forward", lambda features, deterministic=False: (fixed_action, fixed_log_prob))
+    with torch.no_grad():
+        logits = agent.critic(torch.cat([state, fixed_action], -1), goal)  # (2, B, B)
+        expected = (0.3 * fixed_log_prob - logits.diagonal(dim1=-2, dim2=-1).min(0).values).mean()
+    metrics = agent.update_actor(state, batch["action"], goal)
+    torch.testing.assert_close(metrics["actor_loss"], expected)
+
+
+def test_behaviour_cloning_needs_goals_from_the_future():
+    for module in (gcrl, td_infonce):
+        with pytest.raises(ValueError, match="actor_goals"):
+            make(module, actor_goals="random", bc_coef=0.1)
 
 
 def test_gcrl_actor_goals_and_behaviour_cloning():
     agent = make(gcrl, actor_goals="both", bc_coef=1.0)
     batch = goal_batch()
     state, action, goal = batch["observation"], batch["action"], batch["goal"]
-    s, a, g, is_future = agent.actor_goals(state, action, goal)
+    s, a, g, is_future = actor_goal_batch(state, action, goal, "both")
     assert len(s) == 16 and is_future[:8].all() and not is_future[8:].any()
     torch.testing.assert_close(g[:8], goal)
     assert sorted(map(tuple, g[8:].tolist())) == sorted(map(tuple, goal.tolist()))  # the same goals, re-paired
@@ -166,6 +188,7 @@ def test_td_infonce_updates_and_polyak_target():
     agent.update_actor(batch["observation"], batch["action"], batch["goal"])
     assert changed(before["actor"], agent.actor) == set(before["actor"])
     assert not changed(before["critic"], agent.critic)
+    assert all(p.grad is None for p in agent.critic.parameters())
     agent.update(batch, step=1)
     for name, p in agent.critic_target.named_parameters():
         online = dict(agent.critic.named_parameters())[name]
@@ -173,10 +196,22 @@ def test_td_infonce_updates_and_polyak_target():
         torch.testing.assert_close(p, 0.5 * before["critic_target"][name] + 0.5 * online.detach())
 
 
+def test_td_infonce_actor_loss_is_cross_entropy_over_the_smaller_critic(monkeypatch):
+    agent = make(td_infonce, actor_goals="future")
+    batch = goal_batch()
+    state, goal = batch["observation"], batch["goal"]
+    fixed = (torch.rand(8, ACTION) * 2 - 1).requires_grad_()
+    monkeypatch.setattr(agent, "policy", lambda s, g, deterministic=False: fixed + 0 * s[:, :1])
+    with torch.no_grad():
+        logits = agent.critic(torch.cat([state, fixed, goal], -1), goal).min(0).values
+        expected = F.cross_entropy(logits, torch.arange(8))
+    torch.testing.assert_close(agent.update_actor(state, batch["action"], goal)["actor_loss"], expected)
+
+
 def test_td_infonce_offline_actor_blends_mse_behaviour_cloning(monkeypatch):
     agent = make(td_infonce, actor_goals="future", bc_coef=1.0)
     batch = goal_batch()
-    fixed = torch.full((8, ACTION), 0.25)
+    fixed = torch.full((8, ACTION), 0.25, requires_grad=True)
     monkeypatch.setattr(agent, "policy", lambda s, g, deterministic=False: fixed + 0 * s[:, :1])
     metrics = agent.update_actor(batch["observation"], batch["action"], batch["goal"])
     torch.testing.assert_close(metrics["bc_loss"], (fixed - batch["action"]).square().mean())
@@ -315,13 +350,11 @@ def test_image_goals_use_conv_encoders_trained_by_the_right_loss(module, monkeyp
     moved = changed(before["inputs"], agent.inputs)
     assert any(n.startswith("state_encoder.convs") for n in moved)
     assert any(n.startswith("goal_encoder.convs") for n in moved)
-    if module is not gcbc:  # the actor never trains the encoders: their update comes from the critic
-        agent.actor_opt.zero_grad()
-        state = agent.inputs.state(batch["observation"]).detach()
-        before_inputs = params(agent.inputs)
-        goal = agent.inputs.goal(batch["goal"]).detach()
-        agent.update_actor(state, batch["action"], goal)
-        assert not changed(before_inputs, agent.inputs)
+    if module is not gcbc:  # a whole update's actor step sends no gradient into the encoders
+        agent.critic_opt.zero_grad(set_to_none=True)
+        monkeypatch.setattr(agent, "update_critic", lambda *args: {})
+        agent.update(pixel_batch(seed=1), step=2)
+        assert all(p.grad is None for p in agent.inputs.parameters())
     obs = {"observation": batch["observation"].numpy(), "desired_goal": batch["goal"].numpy()}
     assert agent.act(obs, explore=False).shape == (4, 2)
 

@@ -100,7 +100,10 @@ def test_sb3_sac_run_through_cli(tmp_path):
     assert list((logdir / "checkpoints").glob("sb3_*.zip"))
 
 
-def test_sb3_dqn_run_through_cli(tmp_path):
+def test_sb3_dqn_run_through_cli(tmp_path, monkeypatch):
+    policies = []
+    real_policy = sb3.Policy
+    monkeypatch.setattr(sb3, "Policy", lambda model, **kwargs: policies.append(kwargs) or real_policy(model, **kwargs))
     logdir = tmp_path / "dqn"
     code = cli.main(["train", "sb3-dqn", "--env", "atari:Pong", "--frames", "400", "--logdir", str(logdir),
                      "--set", "seed_frames=200", "eval_every_frames=400", "eval_episodes=1", "batch_size=8",
@@ -111,6 +114,7 @@ def test_sb3_dqn_run_through_cli(tmp_path):
     assert int(rows[0]["agent_steps"]) == 100 and int(rows[0]["updates"]) > 0
     assert -21 <= float(rows[0]["episode_return"]) <= 21  # raw Pong score, not clipped rewards
     assert read_config(logdir)["run"]["terminal_on_life_loss"] is True
+    assert policies == [{"epsilon": 0.001, "seed": 0}]  # evaluation is epsilon-greedy, seeded by the run
 
 
 def test_resume_is_refused_plainly(tmp_path, capsys):
@@ -148,3 +152,31 @@ def test_eval_adapter_batches_like_our_agents():
     policy = sb3.Policy(Model())
     assert policy.act(np.zeros((1, 5)), explore=False).tolist() == [[1.0]]
     assert policy.act(np.zeros((1, 5)), explore=True).tolist() == [[0.0]]
+
+
+def test_dqn_evaluation_epsilon_is_drq_eps_and_curl_rainbows():
+    assert sb3.DQNConfig().epsilon_eval == 0.001
+    assert agent_module("drq-eps").Config().epsilon_eval == sb3.DQNConfig().epsilon_eval
+    assert agent_module("curl-rainbow").Config().epsilon_eval == sb3.DQNConfig().epsilon_eval
+
+
+def test_dqn_eval_actions_are_greedy_but_for_epsilon_random_ones():
+    run, config = train.build_configs("sb3-dqn", "atari100k", {"env": "atari:Pong", "buffer_size": 100,
+                                                               "features_dim": 16})
+    env = sb3.training_env(run, config)
+    model = sb3.DQN.build(env, run, config, 4, "cpu")
+    env.close()
+    obs = np.random.default_rng(0).integers(0, 256, (200, 4, 84, 84), dtype=np.uint8)
+    greedy, _ = model.predict(obs, deterministic=True)
+
+    np.testing.assert_array_equal(sb3.Policy(model, epsilon=0.0, seed=1).act(obs, explore=False), greedy)
+
+    policy = sb3.Policy(model, epsilon=0.5, seed=1)
+    actions = np.concatenate([policy.act(obs, explore=False) for _ in range(5)])  # 1000 rows
+    changed = np.mean(actions != np.tile(greedy, 5))
+    num_actions = model.action_space.n
+    expected = 0.5 * (1 - 1 / num_actions)  # a random action is the greedy one 1 time in num_actions
+    assert abs(changed - expected) < 4 * np.sqrt(expected * (1 - expected) / len(actions))
+    assert set(actions.tolist()) == set(range(num_actions))
+    again = sb3.Policy(model, epsilon=0.5, seed=1)  # reproducible from its seed
+    np.testing.assert_array_equal(np.concatenate([again.act(obs, explore=False) for _ in range(5)]), actions)
