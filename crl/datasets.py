@@ -19,7 +19,9 @@ as policy weights is ignored), file attributes (our writer stores ``env_id``, re
 ``action_space`` and the whole metadata as JSON in ``crl_metadata``).
 
 Episodes end at rows with ``terminals`` (termination: no bootstrap) or ``timeouts`` (truncation:
-bootstrap). See `load_d4rl` for where each episode's final observation comes from.
+bootstrap), except in D4RL's own goal data (AntMaze, maze2d), whose ``terminals`` only flag steps
+near the goal and which is cut at timeouts alone. See `load_d4rl` for the rule and for where each
+episode's final observation comes from.
 
 Minari layout
 -------------
@@ -53,7 +55,12 @@ D4RL_REQUIRED = ("observations", "actions", "rewards", "terminals")
 D4RL_GOAL_INFOS = ("goal", "achieved_goal", "next_goal", "next_achieved_goal")
 # Metadata a loader computes for one load; a writer does not store it again.
 LOAD_ONLY_KEYS = ("format", "source", "dropped_steps", "repeated_final_observations", "skipped_infos",
-                  "ignored_keys", "skipped_empty_episodes", "timeouts_absent")
+                  "ignored_keys", "skipped_empty_episodes", "timeouts_absent", "split_at_terminals")
+# Where `load_d4rl(split_at_terminals=False)` keeps the file's terminal flags (infos["terminal"]).
+TERMINAL_INFO = "terminal"
+# D4RL's mazes count a goal reached within 0.5 (d4rl/pointmaze/maze_model.py and
+# d4rl/locomotion/goal_reaching_env.py: norm(xy - target) <= 0.5); gymnasium-robotics uses 0.45.
+D4RL_SUCCESS_RADIUS = 0.5
 ACTION_TOLERANCE = 1e-6  # relative slack on Box bounds for float rounding
 
 
@@ -330,11 +337,26 @@ class _D4RLColumns:
     has_next: bool
 
 
-def load_d4rl(path: str | os.PathLike, *, action_space: Any = None) -> Dataset:
+def load_d4rl(path: str | os.PathLike, *, action_space: Any = None,
+              split_at_terminals: bool | None = None) -> Dataset:
     """A D4RL HDF5 file as episodes, validated.
 
     Episodes end at ``terminals`` (terminated) and ``timeouts`` (truncated) rows; rows after the
-    last such row form a truncated episode. An episode's final observation obs_T:
+    last such row form a truncated episode.
+
+    ``split_at_terminals=False`` cuts at timeouts only: terminal rows stay inside their episode as
+    ordinary steps (terminated False, reward kept) and the flags are kept in infos["terminal"]
+    (the final row repeats the last step's flag). That is D4RL's convention for its goal data:
+    AntMaze sets ``terminals`` (= reward 1) on every step while the ant is near the goal and the
+    trajectory carries on (https://github.com/Farama-Foundation/D4RL/issues/199; IQL and HIQL
+    ignore or relabel these flags), so cutting there would make many one-step episodes with made-up
+    finals and destroy the future-goal horizon goal agents sample from. ``None`` (auto) picks True
+    for files written by `write_d4rl` (attribute ``crl_metadata``: their terminals are real episode
+    ends), False for other goal data (``infos/goal`` present: AntMaze, maze2d), True otherwise; the
+    choice is in metadata ``split_at_terminals``. Without ``timeouts`` and without splitting, the
+    file is one episode.
+
+    An episode's final observation obs_T:
 
     * with ``next_observations``: every step is kept and obs_T is the next observation of the
       episode's last row;
@@ -360,6 +382,10 @@ def load_d4rl(path: str | os.PathLike, *, action_space: Any = None) -> Dataset:
     arrays, attrs, file_meta = _read_hdf5(path)
     metadata, ignored = _d4rl_metadata(attrs, file_meta, where), []
     columns = _d4rl_columns(arrays, where, metadata, ignored)
+    if split_at_terminals is None:
+        split_at_terminals = "crl_metadata" in attrs or not columns.goal_data
+    if not split_at_terminals:
+        _keep_terminals_as_info(columns, where)
     env_id = _valid_env_id(metadata.get("env_id"))
     space = action_space
     if space is None and "action_space" in attrs:
@@ -368,10 +394,10 @@ def load_d4rl(path: str | os.PathLike, *, action_space: Any = None) -> Dataset:
         space = _env_info(env_id)[1]
     if space is not None:
         _check_actions(columns.actions, space, where, "actions")
-    episodes, stats = _cut_episodes(columns)
+    episodes, stats = _cut_episodes(columns, split_at_terminals)
     if not episodes:
         _fail(where, "no complete transition: every episode has a single row and no next_observations")
-    metadata.update(stats, format="d4rl", source=where)
+    metadata.update(stats, format="d4rl", source=where, split_at_terminals=bool(split_at_terminals))
     if ignored:
         metadata["ignored_keys"] = ignored
     return Dataset(episodes=episodes, env_id=env_id, metadata=metadata, source=where)
@@ -522,6 +548,15 @@ def _add_d4rl_infos(infos, n, fields, next_fields, metadata, goal_data) -> None:
         metadata["skipped_infos"] = skipped
 
 
+def _keep_terminals_as_info(columns: _D4RLColumns, where: str) -> None:
+    key = f"infos/{TERMINAL_INFO}"
+    if key in columns.fields:
+        _fail(where, f"{key} is in the file, where split_at_terminals=False would keep the terminals; "
+                     "load it with split_at_terminals=True")
+    columns.fields[key] = columns.terminals
+    columns.next_fields[key] = None
+
+
 def _episode_rows(rows: np.ndarray, next_rows: np.ndarray | None, start: int, cut: int, final: str):
     """Rows start..cut of an obs-aligned array plus the episode's final row (see load_d4rl)."""
     if final == "own":
@@ -530,32 +565,34 @@ def _episode_rows(rows: np.ndarray, next_rows: np.ndarray | None, start: int, cu
     return np.concatenate([rows[start:cut + 1], last])
 
 
-def _cut_episodes(columns: _D4RLColumns) -> tuple[list[Episode], dict]:
+def _cut_episodes(columns: _D4RLColumns, split_at_terminals: bool) -> tuple[list[Episode], dict]:
     n = len(columns.actions)
-    cuts = np.flatnonzero(columns.terminals | columns.timeouts).tolist()
+    ends = columns.terminals | columns.timeouts if split_at_terminals else columns.timeouts
+    cuts = np.flatnonzero(ends).tolist()
     if not cuts or cuts[-1] != n - 1:
         cuts.append(n - 1)  # trailing rows: an episode the file stops in the middle of
     episodes, dropped, repeated, start = [], 0, 0, 0
     for cut in cuts:
         if columns.has_next:
             final, stop = "next", cut + 1
-        elif columns.terminals[cut]:
+        elif split_at_terminals and columns.terminals[cut]:
             final, stop = "repeat", cut + 1
             repeated += 1
         else:
             final, stop = "own", cut
             dropped += 1
         if stop > start:
-            episodes.append(_d4rl_episode(columns, start, cut, stop, final))
+            episodes.append(_d4rl_episode(columns, start, cut, stop, final, split_at_terminals))
         start = cut + 1
     return episodes, {"dropped_steps": dropped, "repeated_final_observations": repeated}
 
 
-def _d4rl_episode(columns: _D4RLColumns, start: int, cut: int, stop: int, final: str) -> Episode:
+def _d4rl_episode(columns: _D4RLColumns, start: int, cut: int, stop: int, final: str,
+                  split_at_terminals: bool) -> Episode:
     rows = {k: _episode_rows(v, columns.next_fields[k], start, cut, final) for k, v in columns.fields.items()}
     infos = {k[len("infos/"):]: rows.pop(k) for k in list(rows) if k.startswith("infos/")}
     observations = rows if columns.goal_data else rows["observations"]
-    terminations = columns.terminals[start:stop]
+    terminations = columns.terminals[start:stop] if split_at_terminals else np.zeros(stop - start, bool)
     truncations = _mark_last_step(terminations, columns.timeouts[start:stop])
     return Episode(observations=observations, actions=columns.actions[start:stop],
                    rewards=columns.rewards[start:stop], terminations=terminations,
@@ -964,7 +1001,8 @@ def _same_shapes(a: Any, b: Any) -> bool:
 
 def load(spec: str | os.PathLike, **kwargs: Any) -> Dataset:
     """One entry point: "d4rl:PATH", "minari:ID_OR_PATH", a .hdf5/.h5 path (D4RL), a Minari
-    dataset directory, or a local Minari id. Keyword arguments go to the loader (action_space)."""
+    dataset directory, or a local Minari id. Keyword arguments go to the loader (action_space;
+    split_at_terminals for D4RL files)."""
     text = str(spec)
     if text.startswith("d4rl:"):
         return load_d4rl(text[len("d4rl:"):], **kwargs)
@@ -1078,18 +1116,24 @@ def _is_goal_data(dataset: Dataset) -> bool:
         isinstance(first.observations, dict) and {"achieved_goal", "desired_goal"} <= set(first.observations)))
 
 
-def _success_radius(env_id: str | None) -> float:
+def success_radius(dataset: Dataset) -> float:
+    """The goal radius the dataset's own success is measured with: D4RL's 0.5 for D4RL data (format
+    d4rl and no crl env id, i.e. not collected in a crl env), else the crl env's (0.05 for
+    fetch:, 0.45 for the gymnasium-robotics mazes)."""
     from crl.envs.goals import FETCH_SUCCESS_RADIUS, MAZE_SUCCESS_RADIUS
 
+    env_id = dataset.env_id
+    if env_id is None and dataset.metadata.get("format") == "d4rl":
+        return D4RL_SUCCESS_RADIUS
     return FETCH_SUCCESS_RADIUS if env_id and env_id.startswith("fetch:") else MAZE_SUCCESS_RADIUS
 
 
 def success_rate(dataset: Dataset, radius: float | None = None) -> float:
     """Fraction of episodes that reach their goal: any infos["success"] true, else the final
-    ||achieved_goal - desired_goal|| <= radius (default: the suite's, 0.45 for mazes)."""
+    ||achieved_goal - desired_goal|| <= radius (default: `success_radius(dataset)`)."""
     if not _is_goal_data(dataset):
         raise ValueError(f"{dataset.source}: not goal data (no infos['success'], no goal observations)")
-    radius = _success_radius(dataset.env_id) if radius is None else radius
+    radius = success_radius(dataset) if radius is None else radius
     reached = []
     for episode in dataset.episodes:
         if "success" in episode.infos:

@@ -2,8 +2,9 @@
 
 A dataset spec is whatever `crl.datasets.load` takes: "d4rl:PATH", "minari:ID_OR_PATH", a .hdf5
 file, a Minari dataset directory or a local Minari id. Offline training loads it into the shared
-replay and runs `crl.train.train_offline`; the run directory records the spec, so `crl offline
-eval RUN_DIR` scores the policy on the dataset's environment next to the dataset's own score.
+replay and runs `crl.train.train_offline`; the run directory records the spec (file paths made
+absolute), so `crl offline eval RUN_DIR` scores the policy on the dataset's environment next to the
+dataset's own score, and resuming the run on another dataset is an error.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from crl import datasets
 from crl.fileio import atomic_write_bytes
@@ -73,10 +76,62 @@ def policy_score(result: dict[str, Any], dataset: datasets.Dataset) -> dict[str,
     return score
 
 
+def resolve_spec(spec: str | Path) -> str:
+    """The spec as a run records it: file and directory paths made absolute (prefix kept), ids as given."""
+    text = str(spec)
+    prefix = next((p for p in ("d4rl:", "minari:") if text.startswith(p)), "")
+    path = Path(text[len(prefix):]).expanduser()
+    is_file_spec = prefix == "d4rl:" or path.suffix.lower() in (".hdf5", ".h5") or path.exists()
+    return prefix + str(path.resolve()) if is_file_spec else text
+
+
+def check_same_dataset(run_dir: Path, spec: str) -> None:
+    """A run directory that will be resumed (it holds checkpoints) must be given its own dataset."""
+    from crl.checkpoint import CheckpointManager
+
+    if CheckpointManager(run_dir / "checkpoints").latest() is None or not (run_dir / "config.yaml").is_file():
+        return
+    recorded = read_config(run_dir).get("dataset")
+    if recorded is not None and resolve_spec(recorded) != spec:
+        raise ValueError(f"{run_dir} was trained on dataset {recorded}, not {spec}; resuming it on another "
+                         "dataset would mix the two: pass --logdir with a new run directory")
+
+
+def _shapes(space_or_rows: Any, rows: bool) -> Any:
+    """Per-step shapes: {key: shape} for dict observations, else one shape."""
+    if isinstance(space_or_rows, dict) or hasattr(space_or_rows, "spaces") and isinstance(space_or_rows.spaces, dict):
+        items = space_or_rows.items() if isinstance(space_or_rows, dict) else space_or_rows.spaces.items()
+        return {k: _shapes(v, rows) for k, v in items}
+    return tuple(np.asarray(space_or_rows).shape[1:]) if rows else tuple(space_or_rows.shape)
+
+
+def check_dataset_fits_env(dataset: datasets.Dataset, spec: str, env_id: str, env: Any) -> None:
+    """The agent is built on the evaluation env's spaces and trained on the data: their observation
+    and action shapes must agree (a Discrete action may be stored as one number per step)."""
+    first = dataset.episodes[0]
+    data_obs, env_obs = _shapes(first.observations, rows=True), _shapes(env.observation_space, rows=False)
+    data_action, env_action = _shapes(first.actions, rows=True), _shapes(env.action_space, rows=False)
+    if env_action == () and data_action in ((), (1,)):
+        data_action = ()
+    problems = []
+    if data_obs != env_obs:
+        problems.append(f"observations of shape {data_obs} against {env_id}'s {env_obs}")
+    if data_action != env_action:
+        problems.append(f"actions of shape {data_action} against {env_id}'s {env_action}")
+    if not problems:
+        return
+    message = f"{spec}: the dataset does not fit the environment {env_id}: it has {' and '.join(problems)}."
+    if dataset.metadata.get("format") == "d4rl" and env_id.startswith("antmaze:"):
+        message += (" D4RL's AntMaze observations are the ant's full qpos and qvel (29-d, xy position"
+                    " included), gymnasium-robotics' AntMaze leaves the xy position out (27-d).")
+    raise ValueError(message + " Pass --env with an environment whose spaces match the data (`crl list envs`).")
+
+
 def train_command(agent_name: str, spec: str, preset: str | None, overrides: dict[str, Any],
                   logdir: str | None) -> dict:
-    from crl import train
+    from crl import envs, train
 
+    resolved = resolve_spec(spec)
     dataset = datasets.load(spec)
     overrides = dict(overrides)
     overrides.setdefault("env", dataset.env_id)
@@ -85,24 +140,46 @@ def train_command(agent_name: str, spec: str, preset: str | None, overrides: dic
                          f"{dataset.metadata.get('gym_env_id')!r}); pass --env ID to evaluate in")
     run, agent_config = train.build_configs(agent_name, preset, overrides)
     run_dir = Path(logdir) if logdir else Path("runs") / f"offline_{agent_name}_{Path(str(spec)).stem}_s{run.seed}"
+    check_same_dataset(run_dir, resolved)
+    env = envs.make(run.env, **train.env_options(run, training=False))
+    try:
+        check_dataset_fits_env(dataset, str(spec), run.env, env)
+    finally:
+        env.close()
     replay = datasets.to_replay(dataset, seed=run.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = train.train_offline(agent_name, run, agent_config, replay, run_dir, extra_config={"dataset": str(spec)})
+    result = train.train_offline(agent_name, run, agent_config, replay, run_dir, extra_config={"dataset": resolved})
     return {"run_dir": str(run_dir), "policy": policy_score(result, dataset), "dataset": dataset_score(dataset)}
+
+
+def recorded_dataset(loaded: Any) -> str:
+    """The dataset spec a loaded checkpoint (`crl.train.load_agent`) was trained on: its own
+    config's, else its run directory's config.yaml."""
+    spec = loaded.payload.get("config", {}).get("dataset")
+    if spec is None and (loaded.run_dir / "config.yaml").is_file():
+        spec = read_config(loaded.run_dir).get("dataset")
+    if spec is None:
+        raise ValueError(f"{loaded.run_dir}: no --dataset given and the run records none")
+    return spec
 
 
 def eval_command(path: str, spec: str | None, episodes: int, video: bool = False) -> dict:
     from crl import train
 
-    run_dir = Path(path) if Path(path).is_dir() else Path(path).parent.parent
-    if spec is None:
-        spec = read_config(run_dir).get("dataset") if (run_dir / "config.yaml").is_file() else None
-        if spec is None:
-            raise ValueError(f"{path}: no --dataset given and the run's config.yaml names none")
-    dataset = datasets.load(spec)
-    result = train.evaluate_checkpoint(path, episodes=episodes, video=video)
-    report = {"checkpoint": str(path), "dataset": str(spec), "env": result["env"], "episodes": episodes,
-              "updates": result["updates"], "policy": policy_score(result, dataset),
+    loaded = train.load_agent(path)
+    try:
+        spec = resolve_spec(spec) if spec is not None else recorded_dataset(loaded)
+        dataset = datasets.load(spec)
+        counters = loaded.payload["counters"]
+        updates = counters.get("updates", 0)
+        video_path = loaded.run_dir / "videos" / f"checkpoint_{updates:012d}.mp4" if video else None
+        # the seed offset of `crl eval` (train.evaluate_checkpoint): both score the same episodes
+        result = train.evaluate(loaded.agent, loaded.env, episodes, seed=loaded.run.seed + 20_000,
+                                video_path=video_path)
+    finally:
+        loaded.env.close()
+    report = {"checkpoint": str(path), "dataset": spec, "env": loaded.run.env, "episodes": episodes,
+              "updates": updates, "policy": policy_score(result, dataset),
               "dataset_score": dataset_score(dataset)}
-    atomic_write_bytes(run_dir / "offline_eval.json", (json.dumps(report, indent=2) + "\n").encode())
+    atomic_write_bytes(loaded.run_dir / "offline_eval.json", (json.dumps(report, indent=2) + "\n").encode())
     return report

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
 from benchlib import command_line, machine_line, median_seconds, write_section

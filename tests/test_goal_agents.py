@@ -2,7 +2,6 @@
 losses against their definitions, goals from the right trajectory, learning a tiny goal task,
 and a short online run on PointMaze."""
 
-import copy
 
 import gymnasium as gym
 import numpy as np
