@@ -77,12 +77,18 @@ def policy_score(result: dict[str, Any], dataset: datasets.Dataset) -> dict[str,
 
 
 def resolve_spec(spec: str | Path) -> str:
-    """The spec as a run records it: file and directory paths made absolute (prefix kept), ids as given."""
+    """The spec as a run records it: file and directory paths absolute, ids as given. A prefix the
+    path does not need ("d4rl:" on a .hdf5/.h5 file, "minari:" on a directory) is dropped, so one
+    dataset has one spec."""
     text = str(spec)
     prefix = next((p for p in ("d4rl:", "minari:") if text.startswith(p)), "")
     path = Path(text[len(prefix):]).expanduser()
-    is_file_spec = prefix == "d4rl:" or path.suffix.lower() in (".hdf5", ".h5") or path.exists()
-    return prefix + str(path.resolve()) if is_file_spec else text
+    d4rl_suffix = path.suffix.lower() in (".hdf5", ".h5")
+    if prefix == "d4rl:":
+        return ("" if d4rl_suffix else prefix) + str(path.resolve())
+    if prefix == "minari:":
+        return str(path.resolve()) if path.is_dir() else text
+    return str(path.resolve()) if d4rl_suffix or path.exists() else text
 
 
 def check_same_dataset(run_dir: Path, spec: str) -> None:
@@ -97,20 +103,27 @@ def check_same_dataset(run_dir: Path, spec: str) -> None:
                          "dataset would mix the two: pass --logdir with a new run directory")
 
 
-def _shapes(space_or_rows: Any, rows: bool) -> Any:
-    """Per-step shapes: {key: shape} for dict observations, else one shape."""
-    if isinstance(space_or_rows, dict) or hasattr(space_or_rows, "spaces") and isinstance(space_or_rows.spaces, dict):
-        items = space_or_rows.items() if isinstance(space_or_rows, dict) else space_or_rows.spaces.items()
-        return {k: _shapes(v, rows) for k, v in items}
-    return tuple(np.asarray(space_or_rows).shape[1:]) if rows else tuple(space_or_rows.shape)
+def _data_shapes(rows: Any) -> Any:
+    """Per-step shapes of episode rows: {key: shape} for dict observations, else one shape."""
+    if isinstance(rows, dict):
+        return {k: tuple(np.asarray(v).shape[1:]) for k, v in rows.items()}
+    return tuple(np.asarray(rows).shape[1:])
+
+
+def _space_shapes(space: Any) -> Any:
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Dict):
+        return {k: tuple(s.shape) for k, s in space.spaces.items()}
+    return tuple(space.shape)
 
 
 def check_dataset_fits_env(dataset: datasets.Dataset, spec: str, env_id: str, env: Any) -> None:
     """The agent is built on the evaluation env's spaces and trained on the data: their observation
     and action shapes must agree (a Discrete action may be stored as one number per step)."""
     first = dataset.episodes[0]
-    data_obs, env_obs = _shapes(first.observations, rows=True), _shapes(env.observation_space, rows=False)
-    data_action, env_action = _shapes(first.actions, rows=True), _shapes(env.action_space, rows=False)
+    data_obs, env_obs = _data_shapes(first.observations), _space_shapes(env.observation_space)
+    data_action, env_action = _data_shapes(first.actions), _space_shapes(env.action_space)
     if env_action == () and data_action in ((), (1,)):
         data_action = ()
     problems = []

@@ -106,7 +106,7 @@ def test_d4rl_without_next_observations_drops_timeout_steps_and_keeps_terminals(
 
 def test_d4rl_goal_data_from_infos_goal(tmp_path):
     arrays = d4rl_arrays(next_observations=True, goals=True)
-    data = D.load_d4rl(write_h5(tmp_path / "antmaze-umaze-v2.hdf5", arrays))
+    data = D.load_d4rl(write_h5(tmp_path / "antmaze-umaze-v2.hdf5", arrays), split_at_terminals=True)
     first = data.episodes[0]
     assert set(first.observations) == {"observation", "achieved_goal", "desired_goal"}
     obs, next_obs = arrays["observations"], arrays["next_observations"]
@@ -118,8 +118,66 @@ def test_d4rl_goal_data_from_infos_goal(tmp_path):
     np.testing.assert_array_equal(first.infos["qpos"][-1], arrays["infos/qpos"][2])
 
     arrays["infos/achieved_goal"] = np.full((N, 2), -3.0, np.float32)
-    data = D.load_d4rl(write_h5(tmp_path / "explicit.hdf5", arrays))
+    data = D.load_d4rl(write_h5(tmp_path / "explicit.hdf5", arrays), split_at_terminals=True)
     assert (data.episodes[1].observations["achieved_goal"] == -3.0).all()
+
+
+def antmaze_arrays(next_observations: bool) -> dict[str, np.ndarray]:
+    """D4RL AntMaze's layout: 29-d observations, infos/goal, float terminals (= reward 1) on every
+    step the ant spends near the goal (rows 950-979 of the first trajectory) while the trajectory
+    carries on, timeouts every 1000 rows; two 1000-row trajectories."""
+    rows = 2000
+    rng = np.random.default_rng(5)
+    obs = rng.normal(size=(rows, 29)).astype(np.float32)
+    near_goal = (np.arange(rows) >= 950) & (np.arange(rows) < 980)
+    arrays = {"observations": obs, "actions": rng.uniform(-1, 1, (rows, 8)).astype(np.float32),
+              "rewards": near_goal.astype(np.float32), "terminals": near_goal.astype(np.float32),
+              "timeouts": np.arange(rows) % 1000 == 999,
+              "infos/goal": np.repeat(obs[[979, 1999], :2], 1000, axis=0) + np.float32(0.3)}
+    if next_observations:
+        arrays["next_observations"] = np.roll(obs, -1, axis=0)
+    return arrays
+
+
+@pytest.mark.parametrize("next_observations", [False, True])
+def test_d4rl_antmaze_terminals_stay_inside_the_trajectory(tmp_path, next_observations):
+    arrays = antmaze_arrays(next_observations)
+    path = write_h5(tmp_path / "antmaze-umaze-v2.hdf5", arrays)
+    data = D.load_d4rl(path)
+    # cut at the timeouts only; without next_observations a timeout row's successor is not in the file
+    steps = 1000 if next_observations else 999
+    assert [ep.num_steps for ep in data.episodes] == [steps, steps]
+    first = data.episodes[0]
+    assert len(first.observations["observation"]) == steps + 1
+    assert not first.terminations.any() and first.truncations.tolist() == [False] * (steps - 1) + [True]
+    np.testing.assert_array_equal(first.rewards, arrays["rewards"][:steps])  # the goal rewards are kept
+    # the flags are kept as an info column (T + 1 rows, the final row repeats the last step's)
+    terminal = first.infos["terminal"]
+    assert terminal.dtype == bool and len(terminal) == steps + 1
+    np.testing.assert_array_equal(terminal[:steps], arrays["terminals"][:steps] == 1)
+    assert data.metadata["split_at_terminals"] is False
+
+    cut = D.load_d4rl(path, split_at_terminals=True)
+    assert cut.metadata["split_at_terminals"] is True and "terminal" not in cut.episodes[0].infos
+    lengths = [ep.num_steps for ep in cut.episodes]
+    # rows 0-950 end at the first terminal, then one-step episodes at every terminal row 951-979
+    assert lengths[:2] == [951, 1] and lengths.count(1) == 29 and len(lengths) == 32
+    assert cut.episodes[0].terminations[-1] and cut.episodes[1].terminations.tolist() == [True]
+    assert D.load(f"d4rl:{path}", split_at_terminals=True).metadata["split_at_terminals"] is True
+
+
+def test_d4rl_split_at_terminals_auto(tmp_path):
+    plain = D.load_d4rl(write_h5(tmp_path / "hopper.hdf5", d4rl_arrays()))  # not goal data: terminals end episodes
+    assert plain.metadata["split_at_terminals"] is True and len(plain.episodes) == 3
+    goals = D.load_d4rl(write_h5(tmp_path / "maze2d.hdf5", d4rl_arrays(goals=True)))  # D4RL goal data: they do not
+    assert goals.metadata["split_at_terminals"] is False and [ep.num_steps for ep in goals.episodes] == [6, 1]
+    assert goals.episodes[0].infos["terminal"][:6].tolist() == TERMINALS[:6].tolist()
+    # our writer's terminals are real episode ends: its goal files are cut there, and the kept
+    # flags make the round trip
+    D.write_d4rl(tmp_path / "again.hdf5", goals)
+    again = D.load_d4rl(tmp_path / "again.hdf5")
+    assert again.metadata["split_at_terminals"] is True
+    assert_same_episodes(again.episodes, goals.episodes)
 
 
 def test_d4rl_float_flags_column_rewards_and_no_timeouts(tmp_path):
@@ -483,6 +541,27 @@ def test_success_rate_from_infos_or_final_distance():
     with pytest.raises(ValueError, match="not goal data"):
         D.success_rate(D.Dataset([Episode(np.zeros((2, 1)), np.zeros((1, 1)), np.zeros(1), np.ones(1, bool),
                                           np.zeros(1, bool))]))
+
+
+def test_success_radius_is_d4rls_for_d4rl_data(tmp_path):
+    # final distance 0.3 * sqrt(2) = 0.42 from the goal would pass both; make it 0.47: within
+    # D4RL's 0.5, outside gymnasium-robotics' 0.45
+    arrays = antmaze_arrays(next_observations=True)
+    arrays["infos/goal"] = arrays["next_observations"][:, :2] + np.float32([0.47, 0.0])
+    d4rl_data = D.load_d4rl(write_h5(tmp_path / "antmaze-umaze-v2.hdf5", arrays))
+    assert d4rl_data.env_id is None and D.success_radius(d4rl_data) == D.D4RL_SUCCESS_RADIUS == 0.5
+    assert D.success_rate(d4rl_data) == 1.0
+    collected = goal_dataset("maze:PointMaze_UMaze-v3")  # data from a crl env: that env's radius
+    D.write_d4rl(tmp_path / "collected.hdf5", collected)
+    collected = D.load_d4rl(tmp_path / "collected.hdf5")
+    assert collected.metadata["format"] == "d4rl" and D.success_radius(collected) == 0.45
+    for episode in collected.episodes:
+        episode.infos.clear()
+        episode.observations["desired_goal"][-1] = episode.observations["achieved_goal"][-1] + [0.47, 0.0]
+    assert D.success_rate(collected) == 0.0
+    collected.env_id = None  # a D4RL file without a crl env id: D4RL's radius
+    assert D.success_rate(collected) == 1.0
+    assert D.success_radius(goal_dataset(None)) == 0.45  # not D4RL-format data
 
 
 def test_load_dispatch_and_summary(tmp_path):

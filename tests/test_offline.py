@@ -1,12 +1,16 @@
 """`crl dataset collect|info` and `crl offline train|eval` end to end, and the scores they print."""
 
 import json
+import shutil
 
+import h5py
 import numpy as np
 import pytest
 
 from crl import datasets, offline
+from crl.checkpoint import CheckpointManager
 from crl.cli import main
+from crl.logger import read_config
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,7 @@ def test_offline_train_then_eval_reports_policy_and_dataset_scores(maze_file, tm
 
     assert main(["offline", "eval", str(run_dir), "--episodes", "2"]) == 0  # the dataset comes from the run
     report = json.loads(capsys.readouterr().out)
-    assert report["dataset"] == str(maze_file) and report["updates"] == 20 and report["episodes"] == 2
+    assert report["dataset"] == str(maze_file.resolve()) and report["updates"] == 20 and report["episodes"] == 2
     assert set(report["policy"]) >= {"success", "final_success"}
     assert json.loads((run_dir / "offline_eval.json").read_text()) == report
 
@@ -52,6 +56,82 @@ def test_offline_train_resumes_where_it_stopped(maze_file, tmp_path, capsys):
     assert main(args + ["--updates", "15"]) == 0
     updates = [int(line.split(",")[2]) for line in (tmp_path / "eval.csv").read_text().splitlines()[1:]]
     assert updates == [5, 10, 15]
+
+
+@pytest.mark.parametrize("agent", ["gcrl", "td-infonce"])
+def test_offline_train_runs_every_goal_agent(agent, maze_file, tmp_path, capsys):
+    run_dir = tmp_path / agent
+    code = main(["offline", "train", agent, "--dataset", str(maze_file), "--updates", "20", "--logdir", str(run_dir),
+                 "--set", "hidden_dims=16", "batch_size=16", "eval_every_updates=20", "eval_episodes=1"])
+    assert code == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert "success" in trained["policy"] and "success" in trained["dataset"]
+    assert len((run_dir / "eval.csv").read_text().splitlines()) == 2
+
+
+def test_offline_run_records_the_resolved_dataset_and_refuses_another(maze_file, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    args = ["offline", "train", "gcbc", "--logdir", str(run_dir),
+            "--set", "hidden_dims=16", "batch_size=8", "eval_every_updates=5", "eval_episodes=1"]
+    monkeypatch.chdir(maze_file.parent)
+    assert main(args + ["--dataset", maze_file.name, "--updates", "5"]) == 0  # a relative path
+    assert read_config(run_dir)["dataset"] == str(maze_file.resolve())
+    assert main(args + ["--dataset", f"d4rl:{maze_file}", "--updates", "10"]) == 0  # the same file: resumes
+    copy = tmp_path / "copy.hdf5"
+    shutil.copy(maze_file, copy)
+    capsys.readouterr()
+    assert main(args + ["--dataset", str(copy), "--updates", "15"]) == 2
+    error = capsys.readouterr().err
+    assert str(maze_file.resolve()) in error and str(copy.resolve()) in error
+    assert offline.resolve_spec("D4RL/pointmaze/umaze-v2") == "D4RL/pointmaze/umaze-v2"  # ids as given
+    assert offline.resolve_spec(f"d4rl:{maze_file.name}") == str(maze_file.resolve())
+    assert offline.resolve_spec(f"d4rl:{maze_file.stem}.data") == f"d4rl:{maze_file.parent.resolve()}/umaze.data"
+    assert offline.resolve_spec("minari:D4RL/pointmaze/umaze-v2") == "minari:D4RL/pointmaze/umaze-v2"
+    assert offline.resolve_spec(f"minari:{tmp_path.name}") == "minari:" + tmp_path.name  # not a folder here
+    assert offline.resolve_spec(f"minari:{maze_file.parent}") == str(maze_file.parent.resolve())
+
+
+def test_offline_train_refuses_data_that_does_not_fit_the_env(tmp_path, capsys):
+    rows = 40
+    rng = np.random.default_rng(0)
+    path = tmp_path / "six.hdf5"
+    with h5py.File(path, "w") as f:  # goal data whose observations are 6-d; PointMaze's are 4-d
+        f["observations"] = rng.normal(size=(rows, 6)).astype(np.float32)
+        f["actions"] = rng.uniform(-1, 1, (rows, 2)).astype(np.float32)
+        f["rewards"] = np.zeros(rows, np.float32)
+        f["terminals"] = np.zeros(rows, bool)
+        f["timeouts"] = np.arange(rows) % 20 == 19
+        f["infos/goal"] = np.ones((rows, 2), np.float32)
+    code = main(["offline", "train", "gcbc", "--dataset", str(path), "--env", "maze:PointMaze_UMaze-v3",
+                 "--updates", "2", "--logdir", str(tmp_path / "run")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert str(path) in error and "maze:PointMaze_UMaze-v3" in error
+    assert "'observation': (6,)" in error and "'observation': (4,)" in error and "--env" in error
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_offline_eval_of_a_checkpoint_file_closes_its_env(maze_file, tmp_path, monkeypatch, capsys):
+    from crl import train
+
+    run_dir = tmp_path / "run"
+    assert main(["offline", "train", "gcbc", "--dataset", str(maze_file), "--updates", "4", "--logdir", str(run_dir),
+                 "--set", "hidden_dims=16", "batch_size=8", "eval_every_updates=4", "eval_episodes=1"]) == 0
+    checkpoint = CheckpointManager(run_dir / "checkpoints").latest()
+    closed = []
+    load_agent = train.load_agent
+
+    def recording_load_agent(path):
+        loaded = load_agent(path)
+        close = loaded.env.close
+        loaded.env.close = lambda: (closed.append(True), close())
+        return loaded
+
+    monkeypatch.setattr(train, "load_agent", recording_load_agent)
+    assert main(["offline", "eval", str(checkpoint), "--episodes", "1"]) == 0
+    assert json.loads((run_dir / "offline_eval.json").read_text())["updates"] == 4 and closed == [True]
+    assert main(["offline", "eval", str(checkpoint), "--dataset", str(tmp_path / "missing.hdf5")]) == 2
+    assert "missing.hdf5" in capsys.readouterr().err and closed == [True, True]
 
 
 def test_policy_score_is_normalised_by_the_datasets_references():
