@@ -120,8 +120,10 @@ def frame_stack_of(env) -> int:
 
 
 def evaluate(agent, env, episodes: int, seed: int, video_path: Path | None = None) -> dict[str, float]:
-    """Deterministic policy for `episodes` episodes; returns mean return (and success for goals)."""
-    returns, successes, final_successes, frames = [], [], [], []
+    """Deterministic policy for `episodes` episodes (episode k reset with seed + k, so every
+    evaluation sees the same starts and goals); returns the mean return, and for goal tasks the
+    success rate (reached at any step), the final success rate and the final distance to the goal."""
+    returns, successes, final_successes, distances, frames = [], [], [], [], []
     for episode in range(episodes):
         obs, info = env.reset(seed=seed + episode)
         done, total, reached = False, 0.0, False
@@ -139,11 +141,14 @@ def evaluate(agent, env, episodes: int, seed: int, video_path: Path | None = Non
         returns.append(info.get("game_score", total))
         successes.append(reached)
         final_successes.append(bool(info.get("success", False)))
+        distances.append(info.get("distance", np.nan))
     if video_path is not None and frames and frames[0] is not None:
         save_video(video_path, frames)
     metrics = {"episode_return": float(np.mean(returns)), "episode_return_std": float(np.std(returns))}
     if "success" in info:
         metrics |= {"success": float(np.mean(successes)), "final_success": float(np.mean(final_successes))}
+    if "distance" in info:
+        metrics["final_distance"] = float(np.mean(distances))
     return metrics
 
 

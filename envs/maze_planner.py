@@ -147,8 +147,8 @@ class MazePlanner:
             raise ValueError(
                 "AntMaze needs a low-level walking policy: MazePlanner(env, low_level=fn) with "
                 "fn(obs, target_xy) -> action, e.g. goal_agent_low_level(agent) around a "
-                "goal-conditioned SAC checkpoint trained with `crl train sac --env antmaze:...`. "
-                "None is provided with the suite yet.")
+                "goal-conditioned agent trained to walk to nearby goals (e.g. `crl train gcrl --env "
+                "antmaze:AntMaze_Open-v5`). None is provided with the suite yet.")
         self.low_level = low_level
         self.noise = float(noise)
         low, high = env.action_space.low, env.action_space.high

@@ -9,6 +9,10 @@ goal it achieves, so agents relabel with `goal_field="observation"`.
 The ball's and the goal's xy positions stay out of the observation (an agent must not see them)
 and go to `info["position"]` and `info["goal_position"]`, next to the goal interface's
 `success`, `distance` (the maze's own 0.45 m radius) and frame counts.
+
+One image shows where the ball is, not how fast it moves: the point mass has momentum, so a single
+frame is not a Markov state (the image-based point tasks of the contrastive RL papers were
+kinematic). The goal agents still learn UMaze-scale tasks; stacking frames is the fix if needed.
 """
 
 from __future__ import annotations
