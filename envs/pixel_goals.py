@@ -12,7 +12,7 @@ and go to `info["position"]` and `info["goal_position"]`, next to the goal inter
 
 One image shows where the ball is, not how fast it moves: the point mass has momentum, so a single
 frame is not a Markov state (the image-based point tasks of the contrastive RL papers were
-kinematic). The goal agents still learn UMaze-scale tasks; stacking frames is the fix if needed.
+kinematic). Stacking frames would restore it; not done here yet.
 """
 
 from __future__ import annotations
