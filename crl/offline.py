@@ -10,6 +10,8 @@ dataset's own score, and resuming the run on another dataset is an error.
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +163,9 @@ def train_command(agent_name: str, spec: str, preset: str | None, overrides: dic
         env.close()
     replay = datasets.to_replay(dataset, seed=run.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = train.train_offline(agent_name, run, agent_config, replay, run_dir, extra_config={"dataset": resolved})
+    command = shlex.join(["crl", *sys.argv[1:]]) if Path(sys.argv[0]).name == "crl" else None
+    result = train.train_offline(agent_name, run, agent_config, replay, run_dir,
+                                 extra_config={"dataset": resolved, "command": command})
     return {"run_dir": str(run_dir), "policy": policy_score(result, dataset), "dataset": dataset_score(dataset)}
 
 
