@@ -1,5 +1,6 @@
 import csv
 import io
+import time
 
 import numpy as np
 import pytest
@@ -104,6 +105,10 @@ def test_tensorboard_scalars_and_resume_purge(tmp_path):
     assert s["train/loss"] == [(100, 1.0), (200, 2.0), (300, 3.0)]
     assert s["eval/episode_return"] == [(300, 7.0)]
 
+    # TensorBoard orders event files by name: whole seconds, then a per-process counter that
+    # sorts as text ("...9" after "...10"). A real resume is another process seconds later; here,
+    # one second apart keeps the two files in the order they were written.
+    time.sleep(1.05)
     with Logger(tmp_path, resume_frames=200) as log:
         log.log("train", _counters(300), {"loss": 30.0})
     s = _scalars(tmp_path)
