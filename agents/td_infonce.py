@@ -59,8 +59,9 @@ PRESETS = {
     # Offline on the 2-core CPU: a generated PointMaze dataset in about 10 minutes.
     "offline-cpu": dict(batch_size=256, hidden_dims=(256, 256), actor_lr=3e-4, bc_coef=0.2, actor_goals="future",
                         updates=20_000, eval_every_updates=2_000, eval_episodes=20),
-    # 2-core CPU, maze:PointMaze_UMaze-v3 from states: success 0.85 after 15k frames (17 min).
-    "cpu-smoke": dict(hidden_dims=(256, 256), actor_lr=3e-4, frames=25_000, seed_frames=5_000,
+    # 2-core CPU, maze:PointMaze_UMaze-v3 from states: success >= 0.8 after 15k-30k frames
+    # (17-18 min; 0.85 at 40k, 25 min) with two runs sharing the CPU.
+    "cpu-smoke": dict(hidden_dims=(256, 256), actor_lr=3e-4, frames=40_000, seed_frames=5_000,
                       update_every=1, eval_every_frames=5_000, eval_episodes=20, replay_capacity=200_000,
                       checkpoint_every_frames=0),
 }
