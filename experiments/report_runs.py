@@ -9,12 +9,18 @@ Each run's `crl train` command comes from its config.yaml, so the section says h
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 import pandas as pd
 
 from benchlib import ROOT, command_line, machine_line, write_section
 from crl.logger import plot_curves, read_config
+
+
+def note_elided(command: str, note: str) -> str:
+    """The command with its --note text (printed below it anyway) shortened."""
+    return command.replace(shlex.quote(note), "'(the note below)'") if note else command
 
 
 def run_command(config: dict) -> str:
@@ -52,7 +58,7 @@ def main() -> None:
     rows = [row for run in args.runs for row in run_rows(run, args.metric, args.x)]
     png = args.png.resolve().relative_to(ROOT) if args.png.resolve().is_relative_to(ROOT) else args.png
     body = "\n".join([
-        f"Command: `{command_line()}`", "", machine_line(), args.note, "",
+        f"Command: `{note_elided(command_line(), args.note)}`", "", machine_line(), args.note, "",
         f"| run | visuals | best eval {args.metric} | eval {args.metric} @ {args.x} (wall time) |",
         "|---|---|---:|---|", *rows, "", f"![curves]({png})"])
     print(body)
