@@ -17,7 +17,8 @@ import torch
 from benchlib import command_line, machine_line, median_seconds, write_section
 from crl import envs
 from crl.agents import gcbc, gcrl, td_infonce
-from crl.replay import EpisodeReplay
+from crl.collect import collect
+from crl.datasets import to_replay
 
 ENV = "maze:PointMaze_UMaze-v3"
 SETTINGS = [  # (agent label, module, config overrides, batch size, what)
@@ -32,20 +33,10 @@ SETTINGS = [  # (agent label, module, config overrides, batch size, what)
 ]
 
 
-def pointmaze_replay(episodes: int = 20, seed: int = 0) -> tuple[EpisodeReplay, object]:
-    env = envs.make(ENV)
-    env.action_space.seed(seed)
-    replay = EpisodeReplay(episodes * 301 + 10, seed=seed)
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + k)
-        replay.add_first(obs)
-        done = False
-        while not done:
-            action = env.action_space.sample()
-            obs, reward, terminated, truncated, _ = env.step(action)
-            replay.add(action, reward, obs, terminated, truncated)
-            done = terminated or truncated
-    return replay, env
+def pointmaze_replay(episodes: int = 20, seed: int = 0):
+    """A replay of random-policy PointMaze episodes, and the env (for the agents' spaces)."""
+    data = collect(ENV, "random", episodes, seed=seed, progress=False)
+    return to_replay(data, seed=seed), envs.make(ENV)
 
 
 def updates_per_second(module, overrides: dict, batch_size: int, replay, env, reps: int) -> float:
