@@ -10,8 +10,6 @@ dataset's own score, and resuming the run on another dataset is an error.
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -163,9 +161,8 @@ def train_command(agent_name: str, spec: str, preset: str | None, overrides: dic
         env.close()
     replay = datasets.to_replay(dataset, seed=run.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["crl", *sys.argv[1:]]) if Path(sys.argv[0]).name == "crl" else None
     result = train.train_offline(agent_name, run, agent_config, replay, run_dir,
-                                 extra_config={"dataset": resolved, "command": command})
+                                 extra_config={"dataset": resolved, "command": train.invoking_command()})
     return {"run_dir": str(run_dir), "policy": policy_score(result, dataset), "dataset": dataset_score(dataset)}
 
 
@@ -187,16 +184,12 @@ def eval_command(path: str, spec: str | None, episodes: int, video: bool = False
     try:
         spec = resolve_spec(spec) if spec is not None else recorded_dataset(loaded)
         dataset = datasets.load(spec)
-        counters = loaded.payload["counters"]
-        updates = counters.get("updates", 0)
-        video_path = loaded.run_dir / "videos" / f"checkpoint_{updates:012d}.mp4" if video else None
-        # the seed offset of `crl eval` (train.evaluate_checkpoint): both score the same episodes
-        result = train.evaluate(loaded.agent, loaded.env, episodes, seed=loaded.run.seed + 20_000,
-                                video_path=video_path)
-    finally:
+    except BaseException:
         loaded.env.close()
+        raise
+    result = train.evaluate_loaded(loaded, episodes, video)  # the episodes `crl eval` scores
     report = {"checkpoint": str(path), "dataset": spec, "env": loaded.run.env, "episodes": episodes,
-              "updates": updates, "policy": policy_score(result, dataset),
+              "updates": result["updates"], "policy": policy_score(result, dataset),
               "dataset_score": dataset_score(dataset)}
     atomic_write_bytes(loaded.run_dir / "offline_eval.json", (json.dumps(report, indent=2) + "\n").encode())
     return report

@@ -159,6 +159,12 @@ def batch_obs(obs):
     return np.asarray(obs)[None]
 
 
+def invoking_command() -> str | None:
+    """The `crl ...` command line that started this process (None when not run as `crl`), recorded
+    in config.yaml so that a run says how to reproduce it."""
+    return shlex.join(["crl", *sys.argv[1:]]) if Path(sys.argv[0]).name == "crl" else None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -195,7 +201,7 @@ class OnlineTrainer:
 
     def config_dict(self) -> dict:
         return {"agent": self.agent_name, "run": to_dict(self.run), "agent_config": to_dict(self.agent_config),
-                "command": shlex.join(["crl", *sys.argv[1:]]) if Path(sys.argv[0]).name == "crl" else None}
+                "command": invoking_command()}
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -483,9 +489,8 @@ def load_agent(path: str | Path) -> LoadedCheckpoint:
     return LoadedCheckpoint(agent, env, run, payload, run_dir)
 
 
-def evaluate_checkpoint(path: str | Path, episodes: int = 10, video: bool = False) -> dict[str, float]:
-    """`crl eval`: the latest checkpoint of a run directory, or one checkpoint file."""
-    loaded = load_agent(path)
+def evaluate_loaded(loaded: LoadedCheckpoint, episodes: int = 10, video: bool = False) -> dict[str, float]:
+    """Evaluates a loaded checkpoint on its env (and closes it) over the episodes `crl eval` uses."""
     counters = loaded.payload["counters"]
     # offline runs take no env steps: their checkpoints are told apart by updates
     at = f"{counters['frames']:012d}" if counters["frames"] else f"update_{counters.get('updates', 0):012d}"
@@ -496,3 +501,8 @@ def evaluate_checkpoint(path: str | Path, episodes: int = 10, video: bool = Fals
         loaded.env.close()
     return {"agent": loaded.payload["config"]["agent"], "env": loaded.run.env, "frames": counters["frames"],
             "updates": counters.get("updates", 0), "episodes": episodes} | result
+
+
+def evaluate_checkpoint(path: str | Path, episodes: int = 10, video: bool = False) -> dict[str, float]:
+    """`crl eval`: the latest checkpoint of a run directory, or one checkpoint file."""
+    return evaluate_loaded(load_agent(path), episodes, video)
