@@ -182,11 +182,18 @@ class CollectionSource:
 
     @classmethod
     def _checkpoint(cls, env_id, path: Path, noise, env_options):
-        agent, run_env_id, options = load_agent(path)
+        from crl.train import env_options as run_env_options
+        from crl.train import load_agent
+
+        loaded = load_agent(path)  # the agent, built on its own evaluation env
+        agent, run_env_id, env = loaded.agent, loaded.run.env, loaded.env
         if env_id is not None and env_id != run_env_id:
+            env.close()
             raise ValueError(f"checkpoint {path} was trained on {run_env_id!r}, not {env_id!r} "
                              "(pass env_id=None to use the checkpoint's env)")
-        env = _make(run_env_id, options | env_options)
+        if env_options:  # extra options: an env made with them replaces the evaluation env
+            env.close()
+            env = _make(run_env_id, run_env_options(loaded.run, training=False) | env_options)
         noise = 0.0 if noise is None else float(noise)
 
         def for_episode(episode_seed: int) -> Policy:
@@ -216,16 +223,6 @@ def noisy_agent_policy(agent, action_space: gym.Space, noise: float, seed: int) 
         return np.clip(perturbed, action_space.low, action_space.high).astype(action_space.dtype)
 
     return act
-
-
-def load_agent(path: str | Path):
-    """(agent, env_id, env options) from a crl checkpoint file or a run directory's latest one."""
-    from crl.train import env_options
-    from crl.train import load_agent as load_checkpoint_agent
-
-    loaded = load_checkpoint_agent(path)
-    loaded.env.close()
-    return loaded.agent, loaded.run.env, env_options(loaded.run, training=False)
 
 
 # ---------------------------------------------------------------------------------- helpers
