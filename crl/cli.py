@@ -30,14 +30,19 @@ def default_logdir(agent: str, env_id: str, seed: int) -> Path:
     return Path("runs") / f"{agent}_{env_id.replace(':', '_')}_s{seed}"
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from crl import envs, train
+def config_overrides(args: argparse.Namespace, options: tuple[str, ...]) -> dict:
+    """`--set field=value` assignments plus the named command-line options that were given."""
     from crl.config import parse_assignments
 
     overrides = parse_assignments(args.set or [])
-    for name in ("frames", "seed", "device", "env"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
+    overrides.update({name: getattr(args, name) for name in options if getattr(args, name) is not None})
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from crl import envs, train
+
+    overrides = config_overrides(args, ("frames", "seed", "device", "env"))
     if args.resume:
         return cmd_resume(args, overrides)
     if args.env is None:
@@ -98,15 +103,11 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
 def cmd_offline(args: argparse.Namespace) -> int:
     from crl import offline
-    from crl.config import parse_assignments
 
     if args.action == "eval":
         print(json.dumps(offline.eval_command(args.path, args.dataset, args.episodes, video=args.video), indent=2))
         return 0
-    overrides = parse_assignments(args.set or [])
-    for name in ("updates", "seed", "device", "env"):
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
+    overrides = config_overrides(args, ("updates", "seed", "device", "env"))
     result = offline.train_command(args.agent, args.dataset, args.preset, overrides, args.logdir)
     print(json.dumps(result, indent=2))
     return 0
