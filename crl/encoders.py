@@ -439,10 +439,6 @@ class GoalInputs(nn.Module):
             return encoder, encoder.out_dim
         return None, int(math.prod(shape))
 
-    @property
-    def pixels(self) -> bool:
-        return self.state_encoder is not None
-
     def _features(self, encoder: nn.Module | None, x: Tensor, augment: bool) -> Tensor:
         if encoder is None:
             return x.float().flatten(1)
