@@ -126,16 +126,16 @@ class Agent:
         commanded = rolled(obs[field])  # random states of the batch, as goals
         action = self._tensor(batch["action"]).float()
 
-        metrics = self.update_critic(obs["observation"], action, obs["next_observation"], obs["next_" + field],
-                                     commanded)
-        state = self.inputs.state(obs["observation"], augment=True).detach()
-        metrics.update(self.update_actor(state, action, self.inputs.goal(obs["goal"], augment=True).detach()))
+        state = self.inputs.state(obs["observation"], augment=True)  # encoded once: critic, then actor
+        metrics = self.update_critic(state, action, obs["next_observation"], obs["next_" + field], commanded)
+        metrics.update(self.update_actor(state.detach(), action, self.inputs.goal(obs["goal"], augment=True).detach()))
         soft_update(self.critic_target, self.critic, self.config.tau)
         soft_update(self.inputs_target, self.inputs, self.config.tau)
         return metrics_to_floats(metrics)
 
     def update_critic(self, state, action, next_state, next_goal, commanded) -> dict[str, torch.Tensor]:
-        """Observations come in raw; images are encoded here, each with its own random shift."""
+        """`state` comes encoded (the critic's loss trains its encoder); the other observations come
+        raw and are encoded here, each image with its own random shift."""
         encode, encode_target = self.inputs, self.inputs_target
         with torch.no_grad():
             next_action = self.policy(encode.state(next_state, augment=True), encode.goal(commanded, augment=True))
@@ -143,7 +143,7 @@ class Agent:
             x_next = torch.cat([encode_target.state(next_state, augment=True), next_action, commanded_t], -1)
             target_logits = self.critic_target(x_next, torch.roll(commanded_t, -1, dims=0))
         commanded_features = encode.goal(commanded, augment=True)
-        x = torch.cat([encode.state(state, augment=True), action, commanded_features], -1)
+        x = torch.cat([state, action, commanded_features], -1)
         next_logits = self.critic(x, encode.goal(next_goal, augment=True))
         # candidates g~_j: the other rows' commanded goals
         future_logits = self.critic(x, torch.roll(commanded_features, -1, dims=0))
