@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) experiments/bench_replay.py --write
 	$(PY) experiments/bench_encoders.py --write
 	$(PY) experiments/bench_agents.py --write $(if $(REFERENCE),--reference $(REFERENCE))
+	$(PY) experiments/bench_training.py --write
 	$(PY) experiments/bench_goal_agents.py --write
 
 clean:

@@ -33,7 +33,7 @@ from torch import nn
 from crl.augment import center_crop, random_crop
 from crl.contrastive import Bilinear, curl_loss
 from crl.encoders import ConvEncoder
-from crl.rl import (DuelingHead, TanhGaussianActor, Temperature, TwinQ, categorical_projection,
+from crl.rl import (Checkpointable, DuelingHead, TanhGaussianActor, Temperature, TwinQ, categorical_projection,
                     epsilon_greedy, metrics_to_floats, n_step_from_sequence, n_step_target, optimize, reset_noise,
                     sac_actor_step, soft_update)
 
@@ -92,7 +92,7 @@ def curl_encoder(obs_shape, feature_dim: int) -> ConvEncoder:
     return ConvEncoder(obs_shape, feature_dim, output_tanh=False, init="delta_orthogonal")
 
 
-class Agent:
+class Agent(Checkpointable):
     name = "curl"
     batch_kind = "transitions"
 
@@ -215,20 +215,9 @@ class Agent:
 
     # -- checkpoints --------------------------------------------------------------------------
 
-    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor_opt": self.actor_opt, "critic_opt": self.critic_opt,
                 "alpha_opt": self.alpha_opt, "curl_opt": self.curl_opt}
-
-    def state_dict(self) -> dict:
-        state = {name: module.state_dict() for name, module in self.modules().items()}
-        state.update({name: opt.state_dict() for name, opt in self._optimizers().items()})
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, module in self.modules().items():
-            module.load_state_dict(state[name])
-        for name, opt in self._optimizers().items():
-            opt.load_state_dict(state[name])
 
 
 # ============================================================================================
@@ -341,7 +330,7 @@ def contrastive_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequentia
     return head
 
 
-class AtariAgent:
+class AtariAgent(Checkpointable):
     name = "curl-rainbow"
     # Windows of n steps: DQN clips each reward before the n-step sum, the replay sums raw ones.
     batch_kind = "sequences"
@@ -432,12 +421,8 @@ class AtariAgent:
 
     # -- checkpoints --------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
-        return {name: part.state_dict() for name, part in (self.modules() | {"opt": self.opt}).items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, part in (self.modules() | {"opt": self.opt}).items():
-            part.load_state_dict(state[name])
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt": self.opt}
 
 
 ATARI = SimpleNamespace(Agent=AtariAgent, Config=AtariConfig, PRESETS=ATARI_PRESETS, RUN_DEFAULTS=ATARI_RUN_DEFAULTS)

@@ -24,7 +24,7 @@ from torch import nn
 
 from crl.augment import random_shift
 from crl.encoders import ConvEncoder
-from crl.rl import (DuelingHead, TanhGaussianActor, Temperature, TwinQ, double_dqn_target, epsilon_greedy,
+from crl.rl import (Checkpointable, DuelingHead, TanhGaussianActor, Temperature, TwinQ, double_dqn_target, epsilon_greedy,
                     linear_epsilon, metrics_to_floats, n_step_from_sequence, n_step_target, optimize, sac_actor_step,
                     soft_update)
 
@@ -78,7 +78,7 @@ PRESETS = {
 }
 
 
-class Agent:
+class Agent(Checkpointable):
     name = "drq"
     batch_kind = "transitions"
 
@@ -175,13 +175,6 @@ class Agent:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor_opt": self.actor_opt, "critic_opt": self.critic_opt, "alpha_opt": self.alpha_opt}
 
-    def state_dict(self) -> dict:
-        return {name: part.state_dict() for name, part in (self.modules() | self.optimizers()).items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, part in (self.modules() | self.optimizers()).items():
-            part.load_state_dict(state[name])
-
 
 # ============================================================================================
 # DrQ-epsilon on Atari-100k: double DQN + dueling + 10-step returns + random shift
@@ -257,7 +250,7 @@ class AtariQNetwork(nn.Module):
         return self.head(self.convs(obs.float() / 255.0))
 
 
-class AtariAgent:
+class AtariAgent(Checkpointable):
     name = "drq-eps"
     # Windows of n steps rather than n-step transitions: the replay sums raw rewards, and DQN
     # clips each reward before summing.
@@ -274,6 +267,9 @@ class AtariAgent:
 
     def modules(self) -> dict[str, nn.Module]:
         return {"q_net": self.q_net, "target_net": self.target_net}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt": self.opt}
 
     def sampler_options(self) -> dict:
         return {"length": self.config.n_step, "pad": True}
@@ -323,15 +319,6 @@ class AtariAgent:
         return double_dqn_target(reward, discount, self.q_net(next_obs), self.target_net(next_obs))
 
     # -- checkpoints --------------------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        return {"q_net": self.q_net.state_dict(), "target_net": self.target_net.state_dict(),
-                "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.q_net.load_state_dict(state["q_net"])
-        self.target_net.load_state_dict(state["target_net"])
-        self.opt.load_state_dict(state["opt"])
 
 
 ATARI = SimpleNamespace(Agent=AtariAgent, Config=AtariConfig, PRESETS=ATARI_PRESETS, RUN_DEFAULTS=ATARI_RUN_DEFAULTS)

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from crl.augment import random_shift_bilinear
 from crl.encoders import DrQV2Encoder, Trunk
-from crl.rl import (DeterministicActor, TwinQ, linear_schedule, metrics_to_floats, n_step_target, noisy_action,
-                    soft_update)
+from crl.rl import (Checkpointable, DeterministicActor, TwinQ, frozen, linear_schedule, metrics_to_floats, n_step_target,
+                    noisy_action, soft_update)
 
 # Exploration std schedules of the released configs, by task difficulty: linear 1.0 -> 0.1 over
 # this many steps. Easy: cartpole balance/swingup, cup catch, finger spin, hopper stand, pendulum
@@ -128,7 +128,7 @@ class Critic(nn.Module):
         return self.q(self.trunk(h), action)
 
 
-class Agent:
+class Agent(Checkpointable):
     name = "drqv2"
     batch_kind = "transitions"
 
@@ -186,8 +186,9 @@ class Agent:
 
     def update(self, batch: dict, step: int) -> dict[str, float]:
         """One update; the loop calls it every 2 agent steps (RUN_DEFAULTS["update_every"])."""
-        obs = random_shift_bilinear(batch["obs"].to(self.device))
-        next_obs = random_shift_bilinear(batch["next_obs"].to(self.device))
+        # uint8 until the encoder scales it (the same values as DrQ-v2's float grid_sample)
+        obs = random_shift_bilinear(batch["obs"].to(self.device), float_output=False)
+        next_obs = random_shift_bilinear(batch["next_obs"].to(self.device), float_output=False)
         action = batch["action"].to(self.device).float()
         reward = batch["reward"].to(self.device)
         discount = batch["discount"].to(self.device)
@@ -222,24 +223,13 @@ class Agent:
     def actor_loss(self, h: Tensor) -> Tensor:
         """-min(Q1, Q2) at the actor's mean plus clipped noise (the released code's choice)."""
         action = smoothed_action(self.actor(h), self.stddev(), self.config.stddev_clip)
-        q1, q2 = self.critic(h, action)
+        with frozen(self.critic):  # the gradient flows through the critic to the action only
+            q1, q2 = self.critic(h, action)
         return -torch.min(q1, q2).mean()
 
     def update_actor(self, h: Tensor) -> dict[str, Tensor]:
         loss = self.actor_loss(h)
         self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()  # also leaves gradients on the critic; its next update zeroes them
+        loss.backward()
         self.actor_opt.step()
         return {"actor_loss": loss.detach()}
-
-    # -- checkpoints --------------------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        state = {name: module.state_dict() for name, module in self.modules().items()}
-        return state | {name: opt.state_dict() for name, opt in self.optimizers().items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, module in self.modules().items():
-            module.load_state_dict(state[name])
-        for name, opt in self.optimizers().items():
-            opt.load_state_dict(state[name])

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from crl.encoders import GoalInputs
-from crl.rl import TanhGaussianActor, metrics_to_floats, optimize
+from crl.rl import Checkpointable, TanhGaussianActor, metrics_to_floats, optimize
 
 
 @dataclass
@@ -38,7 +38,7 @@ PRESETS = {
 }
 
 
-class Agent:
+class Agent(Checkpointable):
     name = "gcbc"
     batch_kind = "goals"
 
@@ -73,11 +73,5 @@ class Agent:
         optimize(self.actor_opt, loss)
         return metrics_to_floats({"bc_loss": loss.detach()})
 
-    def state_dict(self) -> dict:
-        return {"inputs": self.inputs.state_dict(), "actor": self.actor.state_dict(),
-                "actor_opt": self.actor_opt.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.inputs.load_state_dict(state["inputs"])
-        self.actor.load_state_dict(state["actor"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_opt": self.actor_opt}

@@ -25,7 +25,7 @@ from torch import nn
 
 from crl.contrastive import LOSSES, ContrastiveCritic, logsumexp_penalty
 from crl.encoders import GoalInputs
-from crl.rl import (TanhGaussianActor, Temperature, actor_goal_batch, check_actor_goals, frozen, metrics_to_floats,
+from crl.rl import (Checkpointable, TanhGaussianActor, Temperature, actor_goal_batch, check_actor_goals, frozen, metrics_to_floats,
                     optimize)
 
 CRITIC_LOSSES = {"nce": "binary_nce", "infonce": "infonce_forward", "infonce_symmetric": "infonce_symmetric"}
@@ -74,7 +74,7 @@ PRESETS = {
 RUN_DEFAULTS = dict(seed_frames=10_000, eval_every_frames=10_000, eval_episodes=10, replay_capacity=1_000_000)
 
 
-class Agent:
+class Agent(Checkpointable):
     name = "gcrl"
     batch_kind = "goals"
 
@@ -168,14 +168,5 @@ class Agent:
 
     # -- checkpoints --------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
-        state = {name: module.state_dict() for name, module in self.modules().items()}
-        return state | {"critic_opt": self.critic_opt.state_dict(), "actor_opt": self.actor_opt.state_dict(),
-                        "alpha_opt": self.alpha_opt.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, module in self.modules().items():
-            module.load_state_dict(state[name])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"critic_opt": self.critic_opt, "actor_opt": self.actor_opt, "alpha_opt": self.alpha_opt}

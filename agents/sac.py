@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crl.encoders import ConvEncoder
-from crl.rl import (TanhGaussianActor, Temperature, TwinQ, metrics_to_floats, n_step_target, optimize, sac_actor_step,
+from crl.rl import (Checkpointable, TanhGaussianActor, Temperature, TwinQ, metrics_to_floats, n_step_target, optimize, sac_actor_step,
                     soft_update)
 
 
@@ -53,7 +53,7 @@ PRESETS = {
 }
 
 
-class Agent:
+class Agent(Checkpointable):
     name = "sac"
     batch_kind = "transitions"
 
@@ -149,15 +149,5 @@ class Agent:
 
     # -- checkpoints --------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
-        state = {name: module.state_dict() for name, module in self.modules().items()}
-        state.update(actor_opt=self.actor_opt.state_dict(), critic_opt=self.critic_opt.state_dict(),
-                     alpha_opt=self.alpha_opt.state_dict())
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, module in self.modules().items():
-            module.load_state_dict(state[name])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.alpha_opt.load_state_dict(state["alpha_opt"])
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_opt": self.actor_opt, "critic_opt": self.critic_opt, "alpha_opt": self.alpha_opt}

@@ -31,7 +31,7 @@ from torch import nn
 
 from crl.contrastive import ContrastiveCritic, td_infonce
 from crl.encoders import GoalInputs
-from crl.rl import (TanhGaussianActor, actor_goal_batch, check_actor_goals, frozen, metrics_to_floats, optimize,
+from crl.rl import (Checkpointable, TanhGaussianActor, actor_goal_batch, check_actor_goals, frozen, metrics_to_floats, optimize,
                     rolled, soft_update)
 
 
@@ -68,7 +68,7 @@ PRESETS = {
 RUN_DEFAULTS = dict(seed_frames=10_000, eval_every_frames=10_000, eval_episodes=10, replay_capacity=1_000_000)
 
 
-class Agent:
+class Agent(Checkpointable):
     name = "td-infonce"
     batch_kind = "goals"
 
@@ -173,12 +173,5 @@ class Agent:
 
     # -- checkpoints --------------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
-        state = {name: module.state_dict() for name, module in self.modules().items()}
-        return state | {"critic_opt": self.critic_opt.state_dict(), "actor_opt": self.actor_opt.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        for name, module in self.modules().items():
-            module.load_state_dict(state[name])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"critic_opt": self.critic_opt, "actor_opt": self.actor_opt}

@@ -159,12 +159,14 @@ def shift_bilinear(x: Tensor, dy: Tensor, dx: Tensor, pad: int = 4) -> Tensor:
 
 
 def random_shift_bilinear(
-    x: Tensor, pad: int = 4, *, generator: torch.Generator | None = None
+    x: Tensor, pad: int = 4, *, generator: torch.Generator | None = None, float_output: bool = True
 ) -> Tensor:
     """DrQ-v2 ``RandomShiftsAug``: one random integer shift in ``[0, 2*pad]`` per sample and axis,
     applied by bilinear ``grid_sample`` on the replicate-padded image (see :func:`shift_bilinear`).
 
-    Returns float: float32 for integer inputs (values not rescaled), else the input dtype.
+    Returns float: float32 for integer inputs (values not rescaled), else the input dtype;
+    ``float_output=False`` keeps the input dtype (the same values: an encoder that scales uint8
+    pixels itself then converts a quarter of the bytes to its memory layout).
 
     The shifts are whole pixels, so every sample point of the bilinear grid is a pixel centre and
     its weights are one-hot: the result is exactly the integer crop of :func:`shift`. We compute
@@ -175,7 +177,7 @@ def random_shift_bilinear(
     # DrQ-v2 draws shift of size (n, 1, 1, 2) with [..., 0] = x; draw x first to match.
     sh = torch.randint(0, 2 * pad + 1, (x.shape[0], 2), device=x.device, generator=generator)
     out = shift(x, sh[:, 1], sh[:, 0], pad)
-    return out if out.is_floating_point() else out.float()
+    return out if out.is_floating_point() or not float_output else out.float()
 
 
 def random_crop(

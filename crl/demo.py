@@ -25,7 +25,8 @@ class RandomPolicy:
         return self.space.sample()[None]
 
 
-def run_demo(logdir: str | Path = "runs/demo", seed: int = 0) -> dict:
+def run_demo(logdir: str | Path = "runs/demo", seed: int = 0, **overrides) -> dict:
+    """The demo run; `overrides` (run or agent config fields) shorten it for tests."""
     from crl import envs, train
     from crl.logger import plot_curves
 
@@ -33,7 +34,7 @@ def run_demo(logdir: str | Path = "runs/demo", seed: int = 0) -> dict:
     if (logdir / "config.yaml").exists():
         shutil.rmtree(logdir)  # the demo's own previous run
     start = time.time()
-    run, agent_config = train.build_configs("sac", "cpu-smoke", {"env": ENV_ID, "seed": seed})
+    run, agent_config = train.build_configs("sac", "cpu-smoke", {"env": ENV_ID, "seed": seed, **overrides})
 
     env = envs.make(ENV_ID)
     random_result = train.evaluate(RandomPolicy(env.action_space, seed), env, run.eval_episodes,

@@ -131,7 +131,8 @@ def sac_actor_step(actor: "TanhGaussianActor", critic: "TwinQ", temperature: "Te
     the actor loss trains only the actor and whatever produced `actor_features`.
     """
     action, log_prob = actor(actor_features)
-    q1, q2 = critic(critic_features, action)
+    with frozen(critic):
+        q1, q2 = critic(critic_features, action)
     loss = (temperature.alpha.detach() * log_prob - torch.min(q1, q2)).mean()
     optimize(actor_opt, loss)
     optimize(alpha_opt, temperature.loss(log_prob))
@@ -376,3 +377,26 @@ def frozen(module: nn.Module):
     finally:
         for p, flag in zip(module.parameters(), flags):
             p.requires_grad_(flag)
+
+
+class Checkpointable:
+    """An agent's `state_dict` / `load_state_dict`: every network of `modules()` and optimiser of
+    `optimizers()`, keyed by their names (the checkpoint's keys)."""
+
+    def modules(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {name: part.state_dict() for name, part in (self.modules() | self.optimizers()).items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        parts = self.modules() | self.optimizers()
+        missing = sorted(set(parts) - set(state))
+        if missing:
+            raise KeyError(f"{type(self).__name__} state lacks {', '.join(missing)} "
+                           f"(it has {', '.join(sorted(state)) or 'nothing'})")
+        for name, part in parts.items():
+            part.load_state_dict(state[name])

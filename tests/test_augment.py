@@ -174,6 +174,14 @@ def test_random_shift_bilinear_uint8_gives_unscaled_float32():
     assert (offs == offs[:, :1]).all()
 
 
+def test_random_shift_bilinear_can_keep_uint8_with_the_same_values():
+    x = _rand_images(8, 3, 16, 16, torch.uint8)
+    as_float = A.random_shift_bilinear(x, generator=torch.Generator().manual_seed(2))
+    as_uint8 = A.random_shift_bilinear(x, generator=torch.Generator().manual_seed(2), float_output=False)
+    assert as_uint8.dtype == torch.uint8
+    assert torch.equal(as_uint8.float(), as_float)
+
+
 def test_random_shift_bilinear_offsets_differ_across_samples():
     pad = 4
     x = _rand_images(512, 1, 10, 10, torch.float32, seed=2)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch import distributions as D
+from torch import nn
 
 from crl.rl import (DeterministicActor, TanhGaussianActor, Temperature, TwinQ, linear_schedule,
                     n_step_target, noisy_action, soft_update, tanh_gaussian_log_prob)
@@ -86,3 +87,32 @@ def test_linear_schedule_and_noise():
     assert noisy.abs().max() <= 0.3 + 1e-6 and noisy.std() > 0.2
     actor = DeterministicActor(3, 2, (8,))
     assert actor(torch.randn(5, 3) * 100).abs().max() <= 1
+
+
+def test_checkpointable_round_trips_modules_and_optimizers_and_names_missing_parts():
+    from crl.rl import Checkpointable
+
+    class Tiny(Checkpointable):
+        def __init__(self, seed):
+            torch.manual_seed(seed)
+            self.net, self.target = nn.Linear(3, 2), nn.Linear(3, 2)
+            self.opt = torch.optim.Adam(self.net.parameters(), lr=0.1)
+
+        def modules(self):
+            return {"net": self.net, "target": self.target}
+
+        def optimizers(self):
+            return {"opt": self.opt}
+
+    a = Tiny(0)
+    a.net(torch.ones(1, 3)).sum().backward()
+    a.opt.step()  # Adam moments exist now
+    state = a.state_dict()
+    assert set(state) == {"net", "target", "opt"}
+    b = Tiny(1)
+    b.load_state_dict(state)
+    for p, q in zip([*a.net.parameters(), *a.target.parameters()], [*b.net.parameters(), *b.target.parameters()]):
+        assert torch.equal(p, q)
+    assert b.opt.state_dict()["state"][0]["step"] == 1
+    with pytest.raises(KeyError, match="Tiny state lacks opt, target"):
+        Tiny(2).load_state_dict({"net": state["net"]})

@@ -1,0 +1,107 @@
+"""Training throughput of the pixel agents: frames/s of the whole loop (render, act, store,
+sample, update), with one env and with vectorised envs.
+
+Each case builds the real training loop (crl.train.OnlineTrainer) for an agent and preset, fills
+the replay with random seed steps, then times the loop for `--seconds` after a warm-up: env steps
+with rendering, the agent's actions, replay writes and the updates at the preset's cadence. It
+reports frames/s, updates/s and the share of the time spent in the updates.
+
+    .venv/bin/python experiments/bench_training.py            # print the table
+    .venv/bin/python experiments/bench_training.py --write    # and replace its BENCHMARKS.md section
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from benchlib import command_line, machine_line, write_section
+from crl import train
+
+TITLE = "Training throughput (pixel agents, rendering included)"
+
+CASES = [
+    # (agent, preset, env id, number of envs)
+    ("drqv2", "cpu-smoke", "dmc:cartpole-balance", 1),
+    ("drqv2", "cpu-smoke", "dmc:cartpole-balance", 2),
+    ("drqv2", "dmc100k", "dmc:cheetah-run", 1),
+    ("drqv2", "dmc100k", "dmc:cheetah-run", 2),
+    ("drq", "cpu-smoke", "dmc:cartpole-balance", 1),
+    ("curl", "dmc100k", "dmc:cheetah-run", 1),
+]
+
+
+def measure(agent: str, preset: str, env_id: str, num_envs: int, seconds: float) -> dict[str, float]:
+    run, agent_config = train.build_configs(agent, preset, {"env": env_id, "seed": 0, "num_envs": num_envs,
+                                                              "replay_capacity": 20_000})
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = train.OnlineTrainer(agent, run, agent_config, tmp)
+        try:
+            return timed_loop(trainer, seconds)
+        finally:
+            trainer.close()
+
+
+def timed_loop(trainer: train.OnlineTrainer, seconds: float) -> dict[str, float]:
+    run, counters = trainer.run, trainer.counters
+    obs, _ = trainer.env.reset(seed=run.seed)
+    for i in range(run.num_envs):
+        trainer.replay.add_first(train.take(obs, i), stream=i)
+    # random seed steps until the replay holds a few batches (the preset's seed_frames may be more)
+    while counters["agent_steps"] < 2 * trainer.agent_config.batch_size:
+        obs, _ = trainer.step(obs)
+    trainer.run.seed_frames = 0  # from here on the agent acts and learns (a copy: not saved)
+
+    def loop(duration: float) -> tuple[int, int, float, float]:
+        frames0, updates0, update_time = counters["frames"], counters["updates"], 0.0
+        start = time.perf_counter()
+        while time.perf_counter() - start < duration:
+            obs_next, _ = trainer.step(loop.obs)
+            loop.obs = obs_next
+            if counters["agent_steps"] % run.update_every < run.num_envs:
+                t = time.perf_counter()
+                trainer.update_round()
+                update_time += time.perf_counter() - t
+        return counters["frames"] - frames0, counters["updates"] - updates0, time.perf_counter() - start, update_time
+
+    loop.obs = obs
+    loop(min(10.0, seconds / 3))  # warm-up: allocator, first backward passes
+    frames, updates, elapsed, update_time = loop(seconds)
+    return {"frames_per_s": frames / elapsed, "updates_per_s": updates / elapsed,
+            "update_share": update_time / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=40.0, help="timed seconds per case")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    header = f"{machine_line()} torch {torch.__version__}, {args.threads} threads."
+    rows = ["| agent | preset | env | envs | batch | frames/s | updates/s | time in updates |",
+            "|---|---|---|---:|---:|---:|---:|---:|"]
+    for agent, preset, env_id, num_envs in CASES:
+        batch = train.build_configs(agent, preset, {"env": env_id})[1].batch_size
+        m = measure(agent, preset, env_id, num_envs, args.seconds)
+        rows.append(f"| {agent} | {preset} | `{env_id}` | {num_envs} | {batch} | {m['frames_per_s']:.1f} | "
+                    f"{m['updates_per_s']:.2f} | {100 * m['update_share']:.0f}% |")
+        print(rows[-1], flush=True)
+    body = "\n".join([
+        f"Command: `{command_line()}`", "", header, "",
+        "The whole training loop after the seed phase: env steps with standard-visuals rendering, "
+        "actions, replay writes, sampling and updates at each preset's cadence (DrQ-v2: one update "
+        "every 2 agent steps; DrQ, CURL: every agent step). Frames include the action repeat "
+        "(cartpole 8, cheetah 4). With 2 envs the loop steps both (AsyncVectorEnv) and updates at "
+        "the same cadence in agent steps.", "", *rows,
+    ])
+    print(body)
+    if args.write:
+        write_section(TITLE, body)
+
+
+if __name__ == "__main__":
+    main()
