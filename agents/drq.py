@@ -24,9 +24,9 @@ from torch import nn
 
 from crl.augment import random_shift
 from crl.encoders import ConvEncoder
-from crl.rl import (Checkpointable, DuelingHead, TanhGaussianActor, Temperature, TwinQ, double_dqn_target, epsilon_greedy,
-                    linear_epsilon, metrics_to_floats, n_step_from_sequence, n_step_target, optimize, sac_actor_step,
-                    soft_update)
+from crl.rl import (Checkpointable, DuelingHead, TanhGaussianActor, Temperature, TwinQ, double_dqn_target,
+                    epsilon_greedy, linear_epsilon, metrics_to_floats, n_step_from_sequence, n_step_target, optimize,
+                    sac_actor_step, soft_update)
 
 
 # ============================================================================================

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from crl.augment import random_shift_bilinear
 from crl.encoders import DrQV2Encoder, Trunk
-from crl.rl import (Checkpointable, DeterministicActor, TwinQ, frozen, linear_schedule, metrics_to_floats, n_step_target,
-                    noisy_action, soft_update)
+from crl.rl import (Checkpointable, DeterministicActor, TwinQ, frozen, linear_schedule, metrics_to_floats,
+                    n_step_target, noisy_action, soft_update)
 
 # Exploration std schedules of the released configs, by task difficulty: linear 1.0 -> 0.1 over
 # this many steps. Easy: cartpole balance/swingup, cup catch, finger spin, hopper stand, pendulum

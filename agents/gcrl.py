@@ -25,8 +25,8 @@ from torch import nn
 
 from crl.contrastive import LOSSES, ContrastiveCritic, logsumexp_penalty
 from crl.encoders import GoalInputs
-from crl.rl import (Checkpointable, TanhGaussianActor, Temperature, actor_goal_batch, check_actor_goals, frozen, metrics_to_floats,
-                    optimize)
+from crl.rl import (Checkpointable, TanhGaussianActor, Temperature, actor_goal_batch, blend_bc, check_actor_goals,
+                    frozen, metrics_to_floats, optimize)
 
 CRITIC_LOSSES = {"nce": "binary_nce", "infonce": "infonce_forward", "infonce_symmetric": "infonce_symmetric"}
 
@@ -158,7 +158,7 @@ class Agent(Checkpointable):
         metrics = {}
         if self.config.bc_coef > 0:
             bc = -self.actor.log_prob(features, dataset_action)
-            loss = torch.where(is_future, self.config.bc_coef * bc + (1 - self.config.bc_coef) * loss, loss)
+            loss = blend_bc(loss, bc, is_future, self.config.bc_coef)
             metrics["bc_loss"] = bc[is_future].mean().detach()
         loss = loss.mean()
         optimize(self.actor_opt, loss)

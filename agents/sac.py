@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from crl.encoders import ConvEncoder
-from crl.rl import (Checkpointable, TanhGaussianActor, Temperature, TwinQ, metrics_to_floats, n_step_target, optimize, sac_actor_step,
-                    soft_update)
+from crl.rl import (Checkpointable, TanhGaussianActor, Temperature, TwinQ, metrics_to_floats, n_step_target, optimize,
+                    sac_actor_step, soft_update)
 
 
 @dataclass

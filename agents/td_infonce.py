@@ -31,8 +31,8 @@ from torch import nn
 
 from crl.contrastive import ContrastiveCritic, td_infonce
 from crl.encoders import GoalInputs
-from crl.rl import (Checkpointable, TanhGaussianActor, actor_goal_batch, check_actor_goals, frozen, metrics_to_floats, optimize,
-                    rolled, soft_update)
+from crl.rl import (Checkpointable, TanhGaussianActor, actor_goal_batch, blend_bc, check_actor_goals, frozen,
+                    metrics_to_floats, optimize, rolled, soft_update)
 
 
 @dataclass
@@ -165,7 +165,7 @@ class Agent(Checkpointable):
         metrics = {"actor_accuracy": (logits.argmax(-1) == labels).float().mean()}
         if self.config.bc_coef > 0:
             bc = (action - dataset_action).square().mean(-1)
-            loss = torch.where(is_future, self.config.bc_coef * bc + (1 - self.config.bc_coef) * loss, loss)
+            loss = blend_bc(loss, bc, is_future, self.config.bc_coef)
             metrics["bc_loss"] = bc[is_future].mean().detach()
         loss = loss.mean()
         optimize(self.actor_opt, loss)

@@ -154,14 +154,15 @@ def train_command(agent_name: str, spec: str, preset: str | None, overrides: dic
     run, agent_config = train.build_configs(agent_name, preset, overrides)
     run_dir = Path(logdir) if logdir else Path("runs") / f"offline_{agent_name}_{Path(str(spec)).stem}_s{run.seed}"
     check_same_dataset(run_dir, resolved)
-    env = envs.make(run.env, **train.env_options(run, training=False))
+    env = envs.make(run.env, **train.env_options(run, training=False))  # checked, then evaluated in
     try:
         check_dataset_fits_env(dataset, str(spec), run.env, env)
-    finally:
+        replay = datasets.to_replay(dataset, seed=run.seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except BaseException:
         env.close()
-    replay = datasets.to_replay(dataset, seed=run.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    result = train.train_offline(agent_name, run, agent_config, replay, run_dir,
+        raise
+    result = train.train_offline(agent_name, run, agent_config, replay, run_dir, eval_env=env,
                                  extra_config={"dataset": resolved, "command": train.invoking_command()})
     return {"run_dir": str(run_dir), "policy": policy_score(result, dataset), "dataset": dataset_score(dataset)}
 

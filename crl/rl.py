@@ -366,6 +366,12 @@ def actor_goal_batch(state: Tensor, action: Tensor, goal: Tensor, actor_goals: s
             torch.cat([future, ~future]))
 
 
+def blend_bc(loss: Tensor, bc: Tensor, is_future: Tensor, bc_coef: float) -> Tensor:
+    """Per-row actor loss of the offline goal agents: bc_coef * BC + (1 - bc_coef) * loss on the
+    rows whose goal is their own future (the dataset action heads there), the loss elsewhere."""
+    return torch.where(is_future, bc_coef * bc + (1 - bc_coef) * loss, loss)
+
+
 @contextlib.contextmanager
 def frozen(module: nn.Module):
     """No gradients into `module`'s parameters inside the block (an actor loss through the

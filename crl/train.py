@@ -6,6 +6,7 @@ frames), `agent_steps` (decisions, summed over vector envs) and `updates` (gradi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import shlex
@@ -404,58 +405,63 @@ def read_run_config(run_dir: str | Path) -> dict:
 
 
 def train_offline(agent_name: str, run: RunConfig, agent_config, replay: EpisodeReplay,
-                  run_dir: str | Path, extra_config: dict | None = None) -> dict[str, float]:
+                  run_dir: str | Path, extra_config: dict | None = None, eval_env=None) -> dict[str, float]:
     """Gradient steps on a fixed dataset held in `replay`: no env steps, so `frames` and
     `agent_steps` stay 0 and curves are drawn against `updates`. Evaluates in `run.env` every
     `eval_every_updates` and checkpoints the agent (the dataset is not copied into checkpoints).
     A run directory that already holds checkpoints is resumed from the latest one. `extra_config`
-    (e.g. the dataset spec) is recorded in config.yaml and the checkpoints."""
+    (e.g. the dataset spec) is recorded in config.yaml and the checkpoints. `eval_env`, when
+    given, is the already-built `run.env` to evaluate in; it is closed at the end either way."""
     run_dir = Path(run_dir)
     device = resolve_device(run.device)
     torch.set_flush_denormal(True)
     seed_everything(run.seed)
     if len(replay) == 0:
+        if eval_env is not None:
+            eval_env.close()
         raise ValueError("the offline dataset is empty: nothing to train on")
-    eval_env = envs.make(run.env, **env_options(run, training=False))
-    agent = agent_module(agent_name).Agent(eval_env.observation_space, eval_env.action_space,
-                                           agent_config, device=device)
-    manager = CheckpointManager(run_dir / "checkpoints", keep=run.keep_checkpoints)
-    counters = {"frames": 0, "agent_steps": 0, "updates": 0}
-    payload = manager.load_latest() if manager.latest() is not None else None
-    if payload is not None:
-        agent.load_state_dict(payload["agent_state"])
-        counters = dict(payload["counters"])
-        torch.set_rng_state(payload["rng"]["torch"])
-        replay.rng.bit_generator.state = payload["rng"]["replay"]
-    config = {"agent": agent_name, "run": to_dict(run), "agent_config": to_dict(agent_config)} | (extra_config or {})
-    write_config(run_dir, config)
+    if eval_env is None:
+        eval_env = envs.make(run.env, **env_options(run, training=False))
+    with contextlib.closing(eval_env):  # also when building or restoring the agent fails
+        agent = agent_module(agent_name).Agent(eval_env.observation_space, eval_env.action_space,
+                                               agent_config, device=device)
+        manager = CheckpointManager(run_dir / "checkpoints", keep=run.keep_checkpoints)
+        counters = {"frames": 0, "agent_steps": 0, "updates": 0}
+        payload = manager.load_latest() if manager.latest() is not None else None
+        if payload is not None:
+            agent.load_state_dict(payload["agent_state"])
+            counters = dict(payload["counters"])
+            torch.set_rng_state(payload["rng"]["torch"])
+            replay.rng.bit_generator.state = payload["rng"]["replay"]
+        config = ({"agent": agent_name, "run": to_dict(run), "agent_config": to_dict(agent_config)}
+                  | (extra_config or {}))
+        write_config(run_dir, config)
 
-    def save():
-        manager.save({"agent": agent_name, "config": config, "counters": dict(counters),
-                      "agent_state": agent.state_dict(),
-                      "rng": {"torch": torch.get_rng_state(), "replay": replay.rng.bit_generator.state}},
-                     frames=counters["updates"])
+        def save():
+            manager.save({"agent": agent_name, "config": config, "counters": dict(counters),
+                          "agent_state": agent.state_dict(),
+                          "rng": {"torch": torch.get_rng_state(), "replay": replay.rng.bit_generator.state}},
+                         frames=counters["updates"])
 
-    result: dict[str, float] = {}
-    progress = Progress(total=run.updates, initial=counters["updates"], desc="updates")
-    resume_at = counters["updates"] if payload is not None else None
-    try:
-        with Logger(run_dir, resume_frames=resume_at, step_counter="updates") as logger:
-            while counters["updates"] < run.updates:
-                batch = replay.sample(agent_config.batch_size, kind=agent.batch_kind, device=device,
-                                      **agent.sampler_options())
-                counters["updates"] += 1
-                metrics = agent.update(batch, counters["updates"])
-                if counters["updates"] % run.eval_every_updates == 0 or counters["updates"] == run.updates:
-                    logger.log("train", counters, metrics)
-                    result = evaluate(agent, eval_env, run.eval_episodes, seed=run.seed + 10_000)
-                    logger.log("eval", counters, result)
-                    save()
-                progress.update(counters["updates"], eval=result.get("episode_return"))
-    finally:
-        progress.close()
-        eval_env.close()
-    return result
+        result: dict[str, float] = {}
+        progress = Progress(total=run.updates, initial=counters["updates"], desc="updates")
+        resume_at = counters["updates"] if payload is not None else None
+        try:
+            with Logger(run_dir, resume_frames=resume_at, step_counter="updates") as logger:
+                while counters["updates"] < run.updates:
+                    batch = replay.sample(agent_config.batch_size, kind=agent.batch_kind, device=device,
+                                          **agent.sampler_options())
+                    counters["updates"] += 1
+                    metrics = agent.update(batch, counters["updates"])
+                    if counters["updates"] % run.eval_every_updates == 0 or counters["updates"] == run.updates:
+                        logger.log("train", counters, metrics)
+                        result = evaluate(agent, eval_env, run.eval_episodes, seed=run.seed + 10_000)
+                        logger.log("eval", counters, result)
+                        save()
+                    progress.update(counters["updates"], eval=result.get("episode_return"))
+        finally:
+            progress.close()
+        return result
 
 
 @dataclass
