@@ -8,6 +8,8 @@ reports frames/s, updates/s and the share of the time spent in the updates.
 
     .venv/bin/python experiments/bench_training.py            # print the table
     .venv/bin/python experiments/bench_training.py --write    # and replace its BENCHMARKS.md section
+    # the GPU check: DrQ-v2 at the paper's settings (batch 256, walker's action repeat 2)
+    .venv/bin/python experiments/bench_training.py --case drqv2,dmc100k,dmc:walker-walk,1 --seconds 60
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ CASES = [
     ("drq", "cpu-smoke", "dmc:cartpole-balance", 1),
     ("curl", "dmc100k", "dmc:cheetah-run", 1),
 ]
+
+
+def parse_case(text: str) -> tuple[str, str, str, int]:
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"--case {text!r}: use AGENT,PRESET,ENV_ID,NUM_ENVS")
+    return parts[0], parts[1], parts[2], int(parts[3])
 
 
 def measure(agent: str, preset: str, env_id: str, num_envs: int, seconds: float) -> dict[str, float]:
@@ -78,13 +87,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=40.0, help="timed seconds per case")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--case", type=parse_case, action="append",
+                        help="AGENT,PRESET,ENV_ID,NUM_ENVS instead of the default cases (repeatable)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    header = f"{machine_line()} torch {torch.__version__}, {args.threads} threads."
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    gpu = f", GPU {torch.cuda.get_device_name()}" if device == "cuda" else ""
+    header = f"{machine_line()} torch {torch.__version__}, {args.threads} threads{gpu}."
     rows = ["| agent | preset | env | envs | batch | frames/s | updates/s | time in updates |",
             "|---|---|---|---:|---:|---:|---:|---:|"]
-    for agent, preset, env_id, num_envs in CASES:
+    for agent, preset, env_id, num_envs in args.case or CASES:
         batch = train.build_configs(agent, preset, {"env": env_id})[1].batch_size
         m = measure(agent, preset, env_id, num_envs, args.seconds)
         rows.append(f"| {agent} | {preset} | `{env_id}` | {num_envs} | {batch} | {m['frames_per_s']:.1f} | "
@@ -96,11 +109,14 @@ def main() -> None:
         "actions, replay writes, sampling and updates at each preset's cadence (DrQ-v2: one update "
         "every 2 agent steps; DrQ, CURL: every agent step). Frames include the action repeat "
         "(cartpole 8, cheetah 4). With 2 envs the loop steps both (AsyncVectorEnv) and updates at "
-        "the same cadence in agent steps.", "", *rows,
+        "the same cadence in agent steps. Where the updates take most of the loop's time, more envs add "
+        "little. GPU check (the DrQ-v2 paper reports about 96 frames/s on a V100 at batch 256, action "
+        "repeat 2): `.venv/bin/python experiments/bench_training.py --case drqv2,dmc100k,dmc:walker-walk,1 "
+        "--seconds 60`.", "", *rows,
     ])
     print(body)
     if args.write:
-        write_section(TITLE, body)
+        write_section(TITLE + (" (chosen cases)" if args.case else ""), body)
 
 
 if __name__ == "__main__":
