@@ -3,6 +3,7 @@ tanh-Gaussian and deterministic actors, exploration schedules and SAC's temperat
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 from typing import Sequence
@@ -385,15 +386,18 @@ def frozen(module: nn.Module):
             p.requires_grad_(flag)
 
 
-class Checkpointable:
+class Checkpointable(abc.ABC):
     """An agent's `state_dict` / `load_state_dict`: every network of `modules()` and optimiser of
-    `optimizers()`, keyed by their names (the checkpoint's keys)."""
+    `optimizers()`, keyed by their names (the checkpoint's keys). An agent that lacks either
+    cannot be built."""
 
+    @abc.abstractmethod
     def modules(self) -> dict[str, nn.Module]:
-        raise NotImplementedError
+        """The agent's networks by name (targets included)."""
 
+    @abc.abstractmethod
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        raise NotImplementedError
+        """The agent's optimisers by name."""
 
     def state_dict(self) -> dict:
         return {name: part.state_dict() for name, part in (self.modules() | self.optimizers()).items()}

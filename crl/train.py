@@ -237,9 +237,7 @@ class OnlineTrainer:
 
     def train(self, logger: Logger) -> dict[str, float]:
         run = self.run
-        obs, _ = self.env.reset(seed=run.seed + self.counters["frames"])
-        for i in range(run.num_envs):
-            self.replay.add_first(take(obs, i), stream=i)
+        obs = self.begin()
         next_eval = (self.counters["frames"] // run.eval_every_frames + 1) * run.eval_every_frames
         every = run.checkpoint_every_frames or run.frames
         next_checkpoint = (self.counters["frames"] // every + 1) * every
@@ -249,7 +247,7 @@ class OnlineTrainer:
         try:
             while self.counters["frames"] < run.frames:
                 obs, done_metrics = self.step(obs)
-                if self.counters["frames"] >= run.seed_frames and self.counters["agent_steps"] % run.update_every < run.num_envs:
+                if self.update_due():
                     metrics = self.update_round() or metrics
                 for episode in done_metrics:
                     elapsed = max(time.time() - fps_clock, 1e-9)
@@ -269,6 +267,19 @@ class OnlineTrainer:
             self.evaluate_and_log(logger)
         self.save()
         return self.last_eval
+
+    def begin(self):
+        """Resets the envs (seeded by the frame count, so a resumed run starts a new episode) and
+        stores their first observations; returns them."""
+        obs, _ = self.env.reset(seed=self.run.seed + self.counters["frames"])
+        for i in range(self.run.num_envs):
+            self.replay.add_first(take(obs, i), stream=i)
+        return obs
+
+    def update_due(self) -> bool:
+        """After the seed frames, an update round every `update_every` agent steps."""
+        return (self.counters["frames"] >= self.run.seed_frames
+                and self.counters["agent_steps"] % self.run.update_every < self.run.num_envs)
 
     def update_round(self) -> dict[str, float]:
         """`updates_per_round` updates; none while the replay cannot serve the agent's batch yet

@@ -49,38 +49,36 @@ def measure(agent: str, preset: str, env_id: str, num_envs: int, seconds: float)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = train.OnlineTrainer(agent, run, agent_config, tmp)
         try:
-            return timed_loop(trainer, seconds)
+            return timed_loop(trainer, seconds) | {"batch": agent_config.batch_size}
         finally:
             trainer.close()
 
 
 def timed_loop(trainer: train.OnlineTrainer, seconds: float) -> dict[str, float]:
-    run, counters = trainer.run, trainer.counters
-    obs, _ = trainer.env.reset(seed=run.seed)
-    for i in range(run.num_envs):
-        trainer.replay.add_first(train.take(obs, i), stream=i)
+    """The loop of `OnlineTrainer.train` without its logging, evaluation and checkpoints."""
+    counters = trainer.counters
+    obs = trainer.begin()
     # random seed steps until the replay holds a few batches (the preset's seed_frames may be more)
     while counters["agent_steps"] < 2 * trainer.agent_config.batch_size:
         obs, _ = trainer.step(obs)
-    trainer.run.seed_frames = 0  # from here on the agent acts and learns (a copy: not saved)
+    trainer.run.seed_frames = counters["frames"]  # from here on the agent acts and learns
 
-    def loop(duration: float) -> tuple[int, int, float, float]:
+    def loop(obs, duration: float):
         frames0, updates0, update_time = counters["frames"], counters["updates"], 0.0
         start = time.perf_counter()
         while time.perf_counter() - start < duration:
-            obs_next, _ = trainer.step(loop.obs)
-            loop.obs = obs_next
-            if counters["agent_steps"] % run.update_every < run.num_envs:
+            obs, _ = trainer.step(obs)
+            if trainer.update_due():
                 t = time.perf_counter()
                 trainer.update_round()
                 update_time += time.perf_counter() - t
-        return counters["frames"] - frames0, counters["updates"] - updates0, time.perf_counter() - start, update_time
+        elapsed = time.perf_counter() - start
+        return obs, {"frames_per_s": (counters["frames"] - frames0) / elapsed,
+                     "updates_per_s": (counters["updates"] - updates0) / elapsed,
+                     "update_share": update_time / elapsed}
 
-    loop.obs = obs
-    loop(min(10.0, seconds / 3))  # warm-up: allocator, first backward passes
-    frames, updates, elapsed, update_time = loop(seconds)
-    return {"frames_per_s": frames / elapsed, "updates_per_s": updates / elapsed,
-            "update_share": update_time / elapsed}
+    obs, _ = loop(obs, min(10.0, seconds / 3))  # warm-up: allocator, first backward passes
+    return loop(obs, seconds)[1]
 
 
 def main() -> None:
@@ -92,15 +90,13 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    gpu = f", GPU {torch.cuda.get_device_name()}" if device == "cuda" else ""
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     header = f"{machine_line()} torch {torch.__version__}, {args.threads} threads{gpu}."
     rows = ["| agent | preset | env | envs | batch | frames/s | updates/s | time in updates |",
             "|---|---|---|---:|---:|---:|---:|---:|"]
     for agent, preset, env_id, num_envs in args.case or CASES:
-        batch = train.build_configs(agent, preset, {"env": env_id})[1].batch_size
         m = measure(agent, preset, env_id, num_envs, args.seconds)
-        rows.append(f"| {agent} | {preset} | `{env_id}` | {num_envs} | {batch} | {m['frames_per_s']:.1f} | "
+        rows.append(f"| {agent} | {preset} | `{env_id}` | {num_envs} | {m['batch']} | {m['frames_per_s']:.1f} | "
                     f"{m['updates_per_s']:.2f} | {100 * m['update_share']:.0f}% |")
         print(rows[-1], flush=True)
     body = "\n".join([
