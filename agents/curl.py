@@ -32,7 +32,7 @@ from torch import nn
 
 from crl.augment import center_crop, random_crop
 from crl.contrastive import Bilinear, curl_loss
-from crl.encoders import ConvEncoder
+from crl.encoders import ConvEncoder, resolve_precision
 from crl.rl import (Checkpointable, DuelingHead, TanhGaussianActor, Temperature, TwinQ, categorical_projection,
                     epsilon_greedy, metrics_to_floats, n_step_from_sequence, n_step_target, optimize, reset_noise,
                     sac_actor_step, soft_update)
@@ -60,6 +60,9 @@ class Config:
     curl_update_every: int = 1  # `cpc_update_freq` in the released code
     log_std_min: float = -10.0
     log_std_max: float = 2.0
+    # "float32" (the paper's), "bfloat16" (the conv encoder under bf16 autocast, see
+    # crl/encoders.py) or "auto" (bfloat16 where the hardware has native bf16 units)
+    precision: str = "float32"
 
 
 # The paper's loop: render 100x100 for cropping, 1000 seed agent steps (4000 frames at the
@@ -80,16 +83,18 @@ PRESETS = {
     "dmc500k-cheetah": _DMC500K | _CHEETAH_LR,
     # MishaLaskin/curl's scripts: batch 128 (its loop otherwise matches RUN_DEFAULTS).
     "released": dict(batch_size=128),
-    # dmc:cartpole-balance (action repeat 8) on the 2-core CPU in about 20 minutes: 2750
-    # updates at batch 64, about 0.33 s each here (the CURL step adds a second encoder pass).
+    # dmc:cartpole-balance (action repeat 8) on the 2-core CPU: 2750 updates at batch 64, about
+    # 0.33 s each here with fp32 convs (the CURL step adds a second encoder pass); bf16 convs
+    # where the CPU has bf16 units.
     "cpu-smoke": dict(batch_size=64, hidden_dims=(256, 256), frames=24_000, seed_frames=2_000,
-                      replay_capacity=4_000, eval_every_frames=6_000, eval_episodes=5),
+                      replay_capacity=4_000, eval_every_frames=6_000, eval_episodes=5, precision="auto"),
 }
 
 
-def curl_encoder(obs_shape, feature_dim: int) -> ConvEncoder:
+def curl_encoder(obs_shape, feature_dim: int, compute_dtype: torch.dtype = torch.float32) -> ConvEncoder:
     """SAC-AE's conv encoder as CURL's code builds it: no tanh after the LayerNorm."""
-    return ConvEncoder(obs_shape, feature_dim, output_tanh=False, init="delta_orthogonal")
+    return ConvEncoder(obs_shape, feature_dim, output_tanh=False, init="delta_orthogonal",
+                       compute_dtype=compute_dtype)
 
 
 class Agent(Checkpointable):
@@ -108,8 +113,9 @@ class Agent(Checkpointable):
                              f"{height}x{width}: render larger (RunConfig image_size=100)")
         crop_shape = (channels, config.crop_size, config.crop_size)
 
-        self.encoder = curl_encoder(crop_shape, config.feature_dim)
-        self.actor_encoder = curl_encoder(crop_shape, config.feature_dim)
+        dtype = resolve_precision(config.precision, device)
+        self.encoder = curl_encoder(crop_shape, config.feature_dim, dtype)
+        self.actor_encoder = curl_encoder(crop_shape, config.feature_dim, dtype)
         self.actor_encoder.convs = self.encoder.convs  # tied convs; the actor sees them detached
         self.critic = TwinQ(config.feature_dim, self.action_dim, config.hidden_dims)
         self.actor = TanhGaussianActor(config.feature_dim, self.action_dim, config.hidden_dims,
@@ -194,9 +200,9 @@ class Agent(Checkpointable):
         # features, and the critic scores its actions on features that carry no gradient.
         with torch.no_grad():
             conv = self.encoder.forward_conv(obs)
-            critic_features = self.encoder.head(conv)
+            critic_features = self.encoder.forward_head(conv)
         return sac_actor_step(self.actor, self.critic, self.temperature, self.actor_opt, self.alpha_opt,
-                              self.actor_encoder.head(conv), critic_features)
+                              self.actor_encoder.forward_head(conv), critic_features)
 
     def contrastive_loss(self, anchor, positive, metrics: dict | None = None) -> torch.Tensor:
         """InfoNCE over the batch: logits q W k^T, row max subtracted, labels on the diagonal."""

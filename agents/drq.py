@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crl.augment import random_shift
-from crl.encoders import ConvEncoder
+from crl.encoders import ConvEncoder, resolve_precision
 from crl.rl import (Checkpointable, DuelingHead, TanhGaussianActor, Temperature, TwinQ, double_dqn_target,
                     epsilon_greedy, linear_epsilon, metrics_to_floats, n_step_from_sequence, n_step_target, optimize,
                     sac_actor_step, soft_update)
@@ -54,6 +54,9 @@ class Config:
     critic_augmentations: int = 2  # M: augmentations of s averaged in the critic loss
     log_std_min: float = -10.0
     log_std_max: float = 2.0
+    # "float32" (the paper's), "bfloat16" (the conv encoder under bf16 autocast, see
+    # crl/encoders.py) or "auto" (bfloat16 where the hardware has native bf16 units)
+    precision: str = "float32"
 
 
 # The loop settings of the paper: one update per agent step after 1000 seed steps (4000 frames at
@@ -71,10 +74,13 @@ PRESETS = {
     # the paper's one per-task exception: lr 2e-4 on cheetah-run
     "dmc100k-cheetah": dict(frames=100_000, replay_capacity=51_000, lr=2e-4),
     "dmc500k-cheetah": dict(frames=500_000, lr=2e-4),
-    # dmc:cartpole-balance (action repeat 8) on a 2-core CPU in about half an hour: 2500 updates,
-    # each on 2 x 32 shifted observations in the critic and 2 x 32 in the target (0.5-1 s here)
+    # dmc:cartpole-balance (action repeat 8) on a 2-core CPU: 2500 updates, each on 2 x 32 shifted
+    # observations in the critic and 2 x 32 in the target, the convs in bf16 where the CPU has
+    # bf16 units: about 9 minutes with one thread (30 with fp32 convs and glibc's default
+    # allocator), evaluation return ~400 against a random policy's ~270 (BENCHMARKS.md).
+    # `crl demo` runs it for 32k frames.
     "cpu-smoke": dict(batch_size=32, hidden_dims=(256, 256), frames=24_000, seed_frames=4_000,
-                      replay_capacity=13_000, eval_every_frames=8_000, eval_episodes=5),
+                      replay_capacity=13_000, eval_every_frames=8_000, eval_episodes=5, precision="auto"),
 }
 
 
@@ -89,8 +95,9 @@ class Agent(Checkpointable):
         self.device = torch.device(device)
         action_dim = int(np.prod(action_space.shape))
 
-        self.encoder = ConvEncoder(obs_space.shape, config.feature_dim, output_tanh=True, init="orthogonal")
-        self.actor_encoder = ConvEncoder(obs_space.shape, config.feature_dim, output_tanh=True, init="orthogonal")
+        dtype = resolve_precision(config.precision, device)
+        self.encoder = ConvEncoder(obs_space.shape, config.feature_dim, init="orthogonal", compute_dtype=dtype)
+        self.actor_encoder = ConvEncoder(obs_space.shape, config.feature_dim, init="orthogonal", compute_dtype=dtype)
         self.actor_encoder.convs = self.encoder.convs  # tied convs; the actor sees them detached
         self.critic = TwinQ(config.feature_dim, action_dim, config.hidden_dims)
         self.actor = TanhGaussianActor(config.feature_dim, action_dim, config.hidden_dims,
@@ -166,9 +173,9 @@ class Agent(Checkpointable):
         # features, and the critic scores its actions on features that carry no gradient.
         with torch.no_grad():
             conv = self.encoder.forward_conv(obs)
-            critic_features = self.encoder.head(conv)
+            critic_features = self.encoder.forward_head(conv)
         return sac_actor_step(self.actor, self.critic, self.temperature, self.actor_opt, self.alpha_opt,
-                              self.actor_encoder.head(conv), critic_features)
+                              self.actor_encoder.forward_head(conv), critic_features)
 
     # -- checkpoints --------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crl.encoders import ConvEncoder
+from crl.encoders import ConvEncoder, resolve_precision
 from crl.rl import (Checkpointable, TanhGaussianActor, Temperature, TwinQ, metrics_to_floats, n_step_target, optimize,
                     sac_actor_step, soft_update)
 
@@ -40,6 +40,9 @@ class Config:
     target_update_every: int = 2
     log_std_min: float = -10.0
     log_std_max: float = 2.0
+    # "float32" (SAC-AE's), "bfloat16" (pixels: the conv encoder under bf16 autocast, see
+    # crl/encoders.py) or "auto" (bfloat16 where the hardware has native bf16 units)
+    precision: str = "float32"
 
 
 PRESETS = {
@@ -64,8 +67,9 @@ class Agent(Checkpointable):
         self.pixels = len(obs_space.shape) == 3
 
         if self.pixels:
-            self.encoder = ConvEncoder(obs_space.shape, config.feature_dim)
-            self.actor_encoder = ConvEncoder(obs_space.shape, config.feature_dim)
+            dtype = resolve_precision(config.precision, device)
+            self.encoder = ConvEncoder(obs_space.shape, config.feature_dim, compute_dtype=dtype)
+            self.actor_encoder = ConvEncoder(obs_space.shape, config.feature_dim, compute_dtype=dtype)
             self.actor_encoder.convs = self.encoder.convs  # tied convs; the actor sees them detached
             feature_dim = config.feature_dim
         else:
@@ -142,8 +146,8 @@ class Agent(Checkpointable):
         # features, and the critic scores its actions on features that carry no gradient.
         with torch.no_grad():
             conv = self.encoder.forward_conv(obs) if self.pixels else obs
-            critic_features = self.encoder.head(conv) if self.pixels else obs
-        features = self.actor_encoder.head(conv) if self.pixels else obs
+            critic_features = self.encoder.forward_head(conv) if self.pixels else obs
+        features = self.actor_encoder.forward_head(conv) if self.pixels else obs
         return sac_actor_step(self.actor, self.critic, self.temperature, self.actor_opt, self.alpha_opt,
                               features, critic_features)
 

@@ -29,6 +29,14 @@ default to ``channels_last=True``: conv weights are stored channels_last and eac
 converted inside ``forward``. Outputs agree between the layouts up to float rounding (the
 flatten is always in ``C, H, W`` order, so state_dicts are interchangeable between them). Not measured on
 a GPU; pass ``channels_last=False`` to get the default layout.
+
+Precision: ``compute_dtype=torch.bfloat16`` runs the convs (and the Linear that reads their
+features: the head here, DrQ-v2's :class:`Trunk`) under bfloat16 autocast; weights, gradients'
+accumulation, optimiser state, LayerNorm, the Q/policy MLPs and the losses stay fp32. The papers
+train in fp32 (the default); on a CPU with bf16 matrix units (AMX) the convs ran 3-4x faster here,
+a DrQ-v2 update at batch 256 1.85x and a CURL update at batch 512 2.0x (BENCHMARKS.md, "Agent
+updates"). Learning with it: BENCHMARKS.md, "Pixel agents on CPU". :func:`resolve_precision` turns an agent's
+``precision`` setting ("float32", "bfloat16", "auto") into the dtype.
 """
 
 from __future__ import annotations
@@ -40,9 +48,12 @@ import torch
 from torch import Tensor, nn
 
 from crl.augment import random_shift
+from crl.system import cpu_has_bf16_units
 
 __all__ = [
     "CHANNELS_LAST_DEFAULT",
+    "PRECISIONS",
+    "resolve_precision",
     "conv_output_size",
     "ConvEncoder",
     "DrQV2Encoder",
@@ -62,6 +73,29 @@ __all__ = [
 CHANNELS_LAST_DEFAULT = True
 
 RELU_GAIN = math.sqrt(2.0)
+
+PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype:
+    """The conv encoders' compute dtype for an agent's ``precision`` setting: "float32" (the
+    papers'), "bfloat16", or "auto" = bfloat16 where it is native and fast (a CPU with AMX or
+    AVX512-BF16, a CUDA GPU with bf16 support), else float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        device = torch.device(device)
+        if device.type == "cuda":
+            native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        else:
+            native = device.type == "cpu" and cpu_has_bf16_units()
+        precision = "bfloat16" if native else "float32"
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
+def autocast_to(dtype: torch.dtype, x: Tensor):
+    """bfloat16 autocast on ``x``'s device when ``dtype`` is bfloat16, else a no-op context."""
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
 
 # --------------------------------------------------------------------------- init schemes
@@ -233,6 +267,8 @@ class ConvEncoder(nn.Module):
         init: weight init scheme, see :func:`init_weights` (DrQ: ``"orthogonal"``;
             SAC-AE/CURL: ``"delta_orthogonal"``).
         channels_last: store conv weights and run the convs in ``torch.channels_last``.
+        compute_dtype: ``torch.float32`` or ``torch.bfloat16`` (autocast for the convs and the
+            head's Linear; see the module docstring). ``conv_only`` features come out in it.
 
     Input: ``(B, C, H, W)`` raw pixels 0..255, uint8 or float (not pre-scaled).
     Attributes: ``repr_dim`` (flattened conv size), ``out_dim`` (size of ``forward``'s output),
@@ -252,8 +288,11 @@ class ConvEncoder(nn.Module):
         pixel_offset: float = 0.0,
         init: str = "orthogonal",
         channels_last: bool = CHANNELS_LAST_DEFAULT,
+        compute_dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
+        if compute_dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"compute_dtype must be torch.float32 or torch.bfloat16, got {compute_dtype}")
         if len(obs_shape) != 3:
             raise ValueError(f"obs_shape must be (C, H, W), got {tuple(obs_shape)}")
         c, h, w = (int(s) for s in obs_shape)
@@ -264,6 +303,7 @@ class ConvEncoder(nn.Module):
         self.output_tanh = output_tanh
         self.conv_only = conv_only
         self.channels_last = channels_last
+        self.compute_dtype = compute_dtype
 
         layers: list[nn.Module] = []
         for i in range(num_layers):
@@ -296,16 +336,18 @@ class ConvEncoder(nn.Module):
         # Convert the layout first (cheaper on uint8); the element-wise scaling keeps it.
         obs = obs.contiguous(memory_format=fmt)
         if obs.is_floating_point():
-            obs = obs / 255.0  # a new tensor: the caller's is not modified
+            obs = obs.to(self.compute_dtype) / 255.0  # a new tensor: the caller's is not modified
         else:
-            obs = obs.float().div_(255.0)  # in place on the fresh float copy
+            obs = obs.to(self.compute_dtype).div_(255.0)  # in place on the fresh copy
         if self.pixel_offset:
             obs.add_(self.pixel_offset)
         return obs
 
     def forward_conv(self, obs: Tensor) -> Tensor:
-        """Scaled pixels -> convs -> flattened ``(B, repr_dim)`` features in ``C, H, W`` order."""
-        h = self.convs(self._prepare(obs))
+        """Scaled pixels -> convs -> flattened ``(B, repr_dim)`` features in ``C, H, W`` order
+        (in ``compute_dtype``)."""
+        with autocast_to(self.compute_dtype, obs):
+            h = self.convs(self._prepare(obs))
         # flatten(1) on a channels_last tensor copies into (C, H, W) order: layout-independent.
         return h.flatten(1)
 
@@ -315,9 +357,12 @@ class ConvEncoder(nn.Module):
         h = self.forward_conv(obs)
         if detach:
             h = h.detach()
-        if self.head is None:
-            return h
-        return self.head(h)
+        return h if self.head is None else self.forward_head(h)
+
+    def forward_head(self, h: Tensor) -> Tensor:
+        """The head on flattened conv features (``forward_conv``'s output), in fp32."""
+        with autocast_to(self.compute_dtype, h):
+            return self.head(h).float()
 
 
 class DrQV2Encoder(ConvEncoder):
@@ -333,6 +378,7 @@ class DrQV2Encoder(ConvEncoder):
         num_filters: int = 32,
         init: str = "orthogonal",
         channels_last: bool = CHANNELS_LAST_DEFAULT,
+        compute_dtype: torch.dtype = torch.float32,
     ):
         super().__init__(
             obs_shape,
@@ -342,15 +388,21 @@ class DrQV2Encoder(ConvEncoder):
             pixel_offset=-0.5,
             init=init,
             channels_last=channels_last,
+            compute_dtype=compute_dtype,
         )
 
 
 class Trunk(nn.Sequential):
-    """DrQ-v2's per-network trunk: Linear(repr_dim, feature_dim) -> LayerNorm -> tanh."""
+    """DrQ-v2's per-network trunk: Linear(repr_dim, feature_dim) -> LayerNorm -> tanh. bfloat16
+    features (a bf16 encoder's) go through the Linear under bf16 autocast; the output is fp32."""
 
     def __init__(self, in_dim: int, feature_dim: int = 50, init: str = "orthogonal"):
         super().__init__(nn.Linear(in_dim, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
         init_weights(self, init)
+
+    def forward(self, h: Tensor) -> Tensor:
+        with autocast_to(h.dtype, h):
+            return super().forward(h).float()
 
 
 # --------------------------------------------------------------------------- MLP

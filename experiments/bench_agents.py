@@ -3,8 +3,11 @@
 Times one gradient update at the paper's batch size on a synthetic batch, for ours and, when
 `--reference DIR` holds checkouts of the reference code (DIR/drqv2 = facebookresearch/drqv2,
 DIR/curl = MishaLaskin/curl; fetched only for this measurement, never committed), for theirs on
-the same machine in the same process. Also reports the FLOP floor: the conv FLOPs of one update
-(from the layer shapes) at the CPU's measured fp32 matmul peak.
+the same machine in the same process. Ours runs in fp32 (the papers' precision) and with the convs
+in bfloat16 (`precision="bfloat16"`, crl/encoders.py); the references run in fp32. Also reports the
+FLOP floor: the conv FLOPs of one update (from the layer shapes) at this CPU's matmul peak in the
+same precision, measured in the same run. Both ours and the references run with crl's allocator
+setting (crl/system.py; `--default-malloc` leaves glibc's).
 
     .venv/bin/python experiments/bench_agents.py --reference /tmp/refs --write
 """
@@ -21,11 +24,19 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from benchlib import command_line, machine_line, median_seconds, write_section
+from benchlib import command_line, machine_line, median_seconds, wall_times, write_section
 from crl.encoders import conv_flops
+from crl.system import keep_freed_memory
 
 ACTION_DIM = 6
-PEAK_GFLOPS = 130.0  # fp32 matmul peak measured on this 2-core CPU (DESIGN.md)
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """This CPU's matmul peak in `dtype`: the best of `reps` n x n products into a fixed output."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    best = min(wall_times(lambda: torch.mm(a, b, out=out), reps, warmup=2))
+    return 2 * n**3 / best / 1e9
 
 
 def update_conv_flops(batch: int, forward_passes: float, backward_passes: float, size: int = 84) -> float:
@@ -55,10 +66,10 @@ def spaces(size: int):
 
 # -- DrQ-v2 -------------------------------------------------------------------------------------
 
-def ours_drqv2(batch_size: int, reps: int) -> float:
+def ours_drqv2(batch_size: int, reps: int, precision: str) -> float:
     from crl.agents import drqv2
 
-    agent = drqv2.Agent(*spaces(84), drqv2.Config(batch_size=batch_size))
+    agent = drqv2.Agent(*spaces(84), drqv2.Config(batch_size=batch_size, precision=precision))
     batch = synthetic_batch(batch_size, 84)
     step = itertools.count(2, 2)
     return median_seconds(lambda: agent.update(batch, next(step)), reps)
@@ -88,10 +99,10 @@ def reference_drqv2(ref: Path, batch_size: int, reps: int) -> float:
 
 # -- CURL ---------------------------------------------------------------------------------------
 
-def ours_curl(batch_size: int, reps: int) -> float:
+def ours_curl(batch_size: int, reps: int, precision: str) -> float:
     from crl.agents import curl
 
-    agent = curl.Agent(*spaces(100), curl.Config(batch_size=batch_size))
+    agent = curl.Agent(*spaces(100), curl.Config(batch_size=batch_size, precision=precision))
     batch = synthetic_batch(batch_size, 100)
     step = itertools.count(1)
     return median_seconds(lambda: agent.update(batch, next(step)), reps, warmup=2)
@@ -153,33 +164,41 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, help="folder with drqv2/ and curl/ reference checkouts")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator settings")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    allocator = "glibc's default allocator" if args.default_malloc or not keep_freed_memory() else \
+        "crl's allocator setting (crl/system.py)"
+    peaks = {precision: matmul_gflops(dtype)
+             for precision, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
 
     rows = []
     for name, batch, ours, reference in (("DrQ-v2", 256, ours_drqv2, reference_drqv2),
                                          ("CURL", 512, ours_curl, reference_curl)):
-        ours_s = ours(batch, args.reps)
-        # Without the reference checkouts the column reads "n/a" (see the module docstring).
+        # Without the reference checkouts the column reads "nan" (see the module docstring).
         ref_s = reference(args.reference, batch, args.reps) if args.reference else float("nan")
-        floor_s = update_conv_flops(batch, *PASSES[name]) / (PEAK_GFLOPS * 1e9)
-        rows.append(f"| {name} | {batch} | {ours_s:.2f} | {ref_s:.2f} | {ref_s / ours_s:.2f}x | "
-                    f"{floor_s:.2f} | {ours_s / floor_s:.2f}x |")
-        print(rows[-1], flush=True)
+        for precision, peak in peaks.items():
+            ours_s = ours(batch, args.reps, precision)
+            floor_s = update_conv_flops(batch, *PASSES[name]) / (peak * 1e9)
+            rows.append(f"| {name} | {precision} | {batch} | {ours_s:.2f} | {ref_s:.2f} | {ref_s / ours_s:.2f}x | "
+                        f"{floor_s:.2f} | {ours_s / floor_s:.2f}x |")
+            print(rows[-1], flush=True)
     body = "\n".join([
         f"Command: `{command_line()}`", "", machine_line() + f" torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads.",
+        f"{torch.get_num_threads()} threads, {allocator}.",
         "One update (median of the timed steps, synthetic batch, paper batch size). Ours includes the "
         "augmentation (DrQ-v2: bilinear shift of obs and next obs; CURL: three 100->84 crops); CURL's "
-        "reference gets batches already cropped (its replay crops in numpy). FLOP floor: conv FLOPs "
-        f"of one update from the layer shapes at {PEAK_GFLOPS:.0f} GFLOP/s (the CPU's fp32 matmul peak).",
-        "", "| agent | batch | ours (s) | reference (s) | speed-up | FLOP floor (s) | ours / floor |",
-        "|---|---:|---:|---:|---:|---:|---:|", *rows])
+        "reference gets batches already cropped (its replay crops in numpy). The references run in "
+        "fp32; ours in fp32 and with its convs in bf16 (`precision`). FLOP floor: conv FLOPs of one "
+        "update from the layer shapes at this CPU's matmul peak in that precision, measured in this run "
+        f"(2048^3 products: {peaks['float32']:.0f} GFLOP/s fp32, {peaks['bfloat16']:.0f} GFLOP/s bf16).",
+        "", "| agent | precision | batch | ours (s) | reference fp32 (s) | speed-up | FLOP floor (s) | ours / floor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|", *rows])
     print(body)
     if args.write:
-        write_section("Agent updates", body)
+        write_section("Agent updates" + (" (glibc default allocator)" if args.default_malloc else ""), body)
 
 
 if __name__ == "__main__":

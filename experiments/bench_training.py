@@ -8,8 +8,9 @@ reports frames/s, updates/s and the share of the time spent in the updates.
 
     .venv/bin/python experiments/bench_training.py            # print the table
     .venv/bin/python experiments/bench_training.py --write    # and replace its BENCHMARKS.md section
-    # the GPU check: DrQ-v2 at the paper's settings (batch 256, walker's action repeat 2)
-    .venv/bin/python experiments/bench_training.py --case drqv2,dmc100k,dmc:walker-walk,1 --seconds 60
+    # the GPU check: DrQ-v2 at the paper's settings (batch 256, walker's action repeat 2), fp32 and bf16
+    .venv/bin/python experiments/bench_training.py --case drqv2,dmc100k,dmc:walker-walk,1 \
+        --case drqv2,dmc100k,dmc:walker-walk,1,bfloat16 --seconds 60
 """
 
 from __future__ import annotations
@@ -22,34 +23,39 @@ import torch
 
 from benchlib import command_line, machine_line, write_section
 from crl import train
+from crl.system import keep_freed_memory
 
 TITLE = "Training throughput (pixel agents, rendering included)"
 
 CASES = [
-    # (agent, preset, env id, number of envs)
-    ("drqv2", "cpu-smoke", "dmc:cartpole-balance", 1),
-    ("drqv2", "cpu-smoke", "dmc:cartpole-balance", 2),
-    ("drqv2", "dmc100k", "dmc:cheetah-run", 1),
-    ("drqv2", "dmc100k", "dmc:cheetah-run", 2),
-    ("drq", "cpu-smoke", "dmc:cartpole-balance", 1),
-    ("curl", "dmc100k", "dmc:cheetah-run", 1),
+    # (agent, preset, env id, number of envs, precision: None = the preset's)
+    ("drqv2", "cpu-smoke", "dmc:cartpole-balance", 1, None),
+    ("drqv2", "cpu-smoke", "dmc:cartpole-balance", 2, None),
+    ("drqv2", "dmc100k", "dmc:cheetah-run", 1, None),
+    ("drqv2", "dmc100k", "dmc:cheetah-run", 2, None),
+    ("drqv2", "dmc100k", "dmc:cheetah-run", 1, "bfloat16"),
+    ("drq", "cpu-smoke", "dmc:cartpole-balance", 1, None),
+    ("curl", "dmc100k", "dmc:cheetah-run", 1, None),
 ]
 
 
-def parse_case(text: str) -> tuple[str, str, str, int]:
+def parse_case(text: str) -> tuple[str, str, str, int, str | None]:
     parts = text.split(",")
-    if len(parts) != 4:
-        raise argparse.ArgumentTypeError(f"--case {text!r}: use AGENT,PRESET,ENV_ID,NUM_ENVS")
-    return parts[0], parts[1], parts[2], int(parts[3])
+    if len(parts) not in (4, 5):
+        raise argparse.ArgumentTypeError(f"--case {text!r}: use AGENT,PRESET,ENV_ID,NUM_ENVS[,PRECISION]")
+    return parts[0], parts[1], parts[2], int(parts[3]), parts[4] if len(parts) == 5 else None
 
 
-def measure(agent: str, preset: str, env_id: str, num_envs: int, seconds: float) -> dict[str, float]:
-    run, agent_config = train.build_configs(agent, preset, {"env": env_id, "seed": 0, "num_envs": num_envs,
-                                                              "replay_capacity": 20_000})
+def measure(agent: str, preset: str, env_id: str, num_envs: int, precision: str | None,
+            seconds: float) -> dict[str, float]:
+    overrides = {"env": env_id, "seed": 0, "num_envs": num_envs, "replay_capacity": 20_000}
+    run, agent_config = train.build_configs(agent, preset, overrides | ({"precision": precision} if precision else {}))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = train.OnlineTrainer(agent, run, agent_config, tmp)
+        dtype = trainer.agent.encoder.compute_dtype
         try:
-            return timed_loop(trainer, seconds) | {"batch": agent_config.batch_size}
+            return timed_loop(trainer, seconds) | {"batch": agent_config.batch_size,
+                                                   "precision": str(dtype).removeprefix("torch.")}
         finally:
             trainer.close()
 
@@ -86,17 +92,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0, help="timed seconds per case")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--case", type=parse_case, action="append",
-                        help="AGENT,PRESET,ENV_ID,NUM_ENVS instead of the default cases (repeatable)")
+                        help="AGENT,PRESET,ENV_ID,NUM_ENVS[,PRECISION] instead of the default cases (repeatable)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as the crl command does
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     header = f"{machine_line()} torch {torch.__version__}, {args.threads} threads{gpu}."
-    rows = ["| agent | preset | env | envs | batch | frames/s | updates/s | time in updates |",
-            "|---|---|---|---:|---:|---:|---:|---:|"]
-    for agent, preset, env_id, num_envs in args.case or CASES:
-        m = measure(agent, preset, env_id, num_envs, args.seconds)
-        rows.append(f"| {agent} | {preset} | `{env_id}` | {num_envs} | {m['batch']} | {m['frames_per_s']:.1f} | "
+    rows = ["| agent | preset | env | envs | batch | precision | frames/s | updates/s | time in updates |",
+            "|---|---|---|---:|---:|---|---:|---:|---:|"]
+    for agent, preset, env_id, num_envs, precision in args.case or CASES:
+        m = measure(agent, preset, env_id, num_envs, precision, args.seconds)
+        rows.append(f"| {agent} | {preset} | `{env_id}` | {num_envs} | {m['batch']} | {m['precision']} | {m['frames_per_s']:.1f} | "
                     f"{m['updates_per_s']:.2f} | {100 * m['update_share']:.0f}% |")
         print(rows[-1], flush=True)
     body = "\n".join([
@@ -108,7 +115,8 @@ def main() -> None:
         "the same cadence in agent steps. Where the updates take most of the loop's time, more envs add "
         "little. GPU check (the DrQ-v2 paper reports about 96 frames/s on a V100 at batch 256, action "
         "repeat 2): `.venv/bin/python experiments/bench_training.py --case drqv2,dmc100k,dmc:walker-walk,1 "
-        "--seconds 60`.", "", *rows,
+        "--case drqv2,dmc100k,dmc:walker-walk,1,bfloat16 --seconds 60`. Precision: the convs' (`precision`; "
+        "cpu-smoke presets pick bf16 where the CPU has bf16 units).", "", *rows,
     ])
     print(body)
     if args.write:

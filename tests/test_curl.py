@@ -285,3 +285,8 @@ def test_short_run_on_cartpole_balance(tmp_path):
     assert list(train_rows.frames) == [1000]
     assert {"critic_loss", "actor_loss", "curl_loss", "curl_accuracy"} <= set(train_rows.columns)
     assert np.isfinite(train_rows[["critic_loss", "curl_loss"]].to_numpy()).all()
+
+
+def test_bfloat16_update(check_bfloat16_update):
+    check_bfloat16_update(make_agent(), make_agent(precision="bfloat16"), pixel_batch(), 2,
+                          moved=("encoder", "actor", "critic", "critic_target", "encoder_target"))

@@ -1,21 +1,29 @@
 """`make demo` end to end, shortened: a random-policy score, a training run, the curve PNG and the
-evaluation video the README promises."""
+evaluation video the README promises; the pixel demo and the state one."""
 
-from crl.demo import ENV_ID, run_demo
+import pytest
+
+from crl import train
+from crl.demo import DEMOS, run_demo
 
 
-def test_demo_writes_curve_video_and_scores(tmp_path, capsys):
+@pytest.mark.parametrize("which", ["pixels", "states"])
+def test_demo_writes_curve_video_and_scores(tmp_path, capsys, which):
     logdir = tmp_path / "demo"
-    result = run_demo(logdir, seed=3, frames=2_000, seed_frames=1_000, batch_size=32, eval_episodes=1,
-                      eval_every_frames=1_000)
+    result = run_demo(logdir, seed=3, which=which, frames=2_000, seed_frames=1_000, batch_size=32,
+                      eval_episodes=1, eval_every_frames=1_000)
     assert (logdir / "learning_curve.png").stat().st_size > 1_000
     assert len(list((logdir / "videos").glob("*.mp4"))) == 1
     assert (logdir / "eval.csv").read_text().count("\n") == 3  # header + evals at 1000 and 2000 frames
-    for key in ("random", "sac"):
+    for key in ("random", "agent"):
         assert 0 <= result[key]["episode_return"] <= 1000  # DMC returns: 1000 steps of reward in [0, 1]
-    assert result["sac"]["frames"] == 2_000
+    assert result["agent"]["frames"] == 2_000
     out = capsys.readouterr().out
-    assert f"{ENV_ID}: random policy scores" in out and "learning curve:" in out
+    assert f"{DEMOS[which].env_id}: random policy scores" in out and "learning curve:" in out
+    loaded = train.load_agent(logdir)
+    loaded.env.close()
+    assert loaded.payload["config"]["agent"] == DEMOS[which].agent
+    assert len(loaded.env.observation_space.shape) == (3 if which == "pixels" else 1)  # (9, 84, 84) frames
     # running the demo again replaces its previous run instead of failing on its checkpoints
-    again = run_demo(logdir, seed=3, frames=1_000, seed_frames=1_000, batch_size=32, eval_episodes=1)
-    assert again["sac"]["frames"] == 1_000
+    again = run_demo(logdir, seed=3, which=which, frames=1_000, seed_frames=1_000, batch_size=32, eval_episodes=1)
+    assert again["agent"]["frames"] == 1_000

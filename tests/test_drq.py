@@ -375,3 +375,8 @@ def test_drq_eps_run_on_atari_pong(tmp_path):
     rows = pd.read_csv(tmp_path / "run" / "eval.csv")
     assert list(rows.frames) == [400] and rows.updates.iloc[-1] == 51  # agent steps 50..100
     assert -21 <= result["episode_return"] <= 21
+
+
+def test_bfloat16_update(check_bfloat16_update):
+    check_bfloat16_update(make_agent(), make_agent(precision="bfloat16"), pixel_batch(), 2,
+                          moved=("encoder", "actor", "critic", "critic_target", "encoder_target"))

@@ -329,13 +329,18 @@ def test_state_dict_round_trip():
 
 def test_short_run_through_the_training_loop(tmp_path):
     run, config = train.build_configs("drqv2", "cpu-smoke", dict(
-        env="dmc:cartpole-balance", visuals="fast", frames=2000, seed_frames=1000, eval_every_frames=1000,
+        env="dmc:cartpole-balance", visuals="fast", frames=1000, seed_frames=500, eval_every_frames=500,
         eval_episodes=1, replay_capacity=1000, batch_size=16, hidden_dims=(32, 32), feature_dim=16))
-    assert run.action_repeat == 8
+    assert run.action_repeat == 2  # the paper's
     result = train.train("drqv2", run, config, tmp_path / "run")
     evals = pd.read_csv(tmp_path / "run" / "eval.csv")
-    assert list(evals.frames) == [1000, 2000] and list(evals.agent_steps) == [125, 250]
-    assert evals.updates.iloc[-1] == len(range(126, 251, 2))  # every 2nd agent step after seeding
+    assert list(evals.frames) == [500, 1000] and list(evals.agent_steps) == [250, 500]
+    assert evals.updates.iloc[-1] == len(range(250, 501, 2))  # every 2nd agent step from the end of seeding
     assert np.isfinite(result["episode_return"])
     rows = pd.read_csv(tmp_path / "run" / "train.csv")
     assert rows.stddev.iloc[-1] < 1.0 and np.isfinite(rows.critic_loss.iloc[-1])
+
+
+def test_bfloat16_update(check_bfloat16_update):
+    check_bfloat16_update(make_agent(), make_agent(precision="bfloat16"), make_batch(), 1,
+                          moved=("encoder", "actor", "critic", "critic_target"))

@@ -234,3 +234,52 @@ def test_channels_last_matches_contiguous(cls):
     # a deep copy (e.g. a target network) keeps working
     c = copy.deepcopy(a)
     torch.testing.assert_close(c(x), ya)
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+def _conv_output_dtypes(enc):
+    dtypes = []
+    for conv in _convs(enc):
+        conv.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    return dtypes
+
+
+@pytest.mark.parametrize("cls", ["conv", "drqv2"])
+def test_bfloat16_encoder_runs_convs_in_bf16_close_to_fp32(cls):
+    torch.manual_seed(0)
+    if cls == "conv":
+        a, b = (E.ConvEncoder((9, 84, 84), 50, compute_dtype=dt) for dt in (torch.float32, torch.bfloat16))
+        readout = nn.Identity()
+    else:
+        a, b = (E.DrQV2Encoder((9, 84, 84), compute_dtype=dt) for dt in (torch.float32, torch.bfloat16))
+        readout = E.Trunk(a.repr_dim, 50)
+    b.load_state_dict(a.state_dict())
+    dtypes = _conv_output_dtypes(b)
+    x = _pixels(4)
+    raw = b(x)
+    assert dtypes == [torch.bfloat16] * 4  # the option is not a no-op
+    assert raw.dtype == (torch.float32 if cls == "conv" else torch.bfloat16)  # conv_only: bf16 features
+    ya, yb = readout(a(x)), readout(raw)
+    assert ya.dtype == yb.dtype == torch.float32
+    assert (yb - ya).norm() / ya.norm() < 0.03  # bf16 keeps 8 significant bits
+    g = torch.randn_like(ya)
+    (ya * g).sum().backward()
+    (yb * g).sum().backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert pb.dtype == pb.grad.dtype == torch.float32, name  # fp32 weights and gradients
+        cosine = torch.nn.functional.cosine_similarity(pa.grad.flatten(), pb.grad.flatten(), dim=0)
+        assert cosine > 0.98, name
+
+
+def test_resolve_precision(monkeypatch):
+    assert E.resolve_precision("float32", "cpu") is torch.float32
+    assert E.resolve_precision("bfloat16", "cpu") is torch.bfloat16
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(E, "cpu_has_bf16_units", lambda: native)
+        assert E.resolve_precision("auto", "cpu") is expected
+    with pytest.raises(ValueError, match="'fp16'.*float32, bfloat16, auto"):
+        E.resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="compute_dtype"):
+        E.ConvEncoder((9, 84, 84), compute_dtype=torch.float16)

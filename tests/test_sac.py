@@ -115,3 +115,10 @@ def test_sac_learns_to_reach_a_target():
     targets = rng.uniform(-1, 1, (500, 2)).astype(np.float32)
     actions = agent.act(targets, explore=False)
     assert np.mean(np.sum((actions - targets) ** 2, axis=1)) < 0.05
+
+
+def test_pixel_bfloat16_update(check_bfloat16_update):
+    spaces = gym.spaces.Box(0, 255, (9, 84, 84), np.uint8), gym.spaces.Box(-1, 1, (2,), np.float32)
+    fp32, bf16 = (Agent(*spaces, Config(hidden_dims=(32, 32), feature_dim=16, precision=precision))
+                  for precision in ("float32", "bfloat16"))
+    check_bfloat16_update(fp32, bf16, pixel_batch(), 2, moved=("encoder", "actor", "critic", "critic_target"))
