@@ -71,7 +71,8 @@ PRESETS = {
     "dmc100k": dict(frames=100_000, action_repeat=0, replay_capacity=60_000, schedule_counter="frames"),
     "dmc500k": dict(frames=500_000, action_repeat=0, replay_capacity=260_000, schedule_counter="frames"),
     # The 2-core CPU: dmc:cartpole-balance in about 30 min with standard visuals, the convs in
-    # bf16 where the CPU has bf16 units (an update at batch 128 then takes ~0.2 s with 2 threads).
+    # bf16 where the CPU has bf16 units (an update at batch 128 then takes ~0.2 s with 2 threads;
+    # ~0.7 s in fp32 on a 2-core AVX2 CPU, where 30 min hold only ~10k frames).
     # The paper's action repeat 2. Seed-dependent at this budget, at either repeat: the
     # deterministic actor can saturate to one action (evaluation return 136, the cart against the
     # wall) and stay there. At repeat 8 (cartpole's usual) seeds 0 and 1 held 136 through 24k

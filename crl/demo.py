@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from crl.encoders import resolve_precision
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,23 @@ class Demo:
 
 DEMOS = {
     # BENCHMARKS.md, "Pixel agents on CPU": DrQ cpu-smoke scored 358-393 on balance at 32k
-    # frames (seeds 0 and 1, and the demo run), where a random policy scores about 270.
+    # frames (seeds 0 and 1, and the demo run), where a random policy scores about 270. The
+    # 10-minute budget holds where the convs run in bf16 (AMX / AVX512-BF16 CPUs, GPUs); on an
+    # AVX2-only CPU they run in fp32 and the same run takes over twice as long (FP32_CPU_NOTE).
     "pixels": Demo("drq", "dmc:cartpole-balance", "DrQ from pixels (cpu-smoke)", {"frames": 32_000}),
     "states": Demo("sac", "dmc-state:cartpole-swingup", "SAC from states (cpu-smoke)"),
 }
+
+
+# Measured with `crl demo` on a 2-core AMD EPYC (AVX2, no bf16 units): see BENCHMARKS.md.
+FP32_CPU_NOTE = ("note: this CPU has no bf16 units, so the convs run in fp32 and the pixel demo takes "
+                 "about {minutes} minutes here (8.5 on a 2-core CPU with AMX). `crl demo --states` is "
+                 "the 3-minute state-based demo.")
+FP32_CPU_MINUTES = 24
+
+
+def convs_in_fp32_on_cpu(agent_config, device: torch.device) -> bool:
+    return device.type == "cpu" and resolve_precision(agent_config.precision, device) == torch.float32
 
 
 class RandomPolicy:
@@ -54,6 +70,8 @@ def run_demo(logdir: str | Path = "runs/demo", seed: int = 0, which: str = "pixe
     start = time.time()
     run, agent_config = train.build_configs(demo.agent, "cpu-smoke",
                                             {"env": demo.env_id, "seed": seed, **demo.overrides, **overrides})
+    if which == "pixels" and convs_in_fp32_on_cpu(agent_config, train.resolve_device(run.device)):
+        print(FP32_CPU_NOTE.format(minutes=FP32_CPU_MINUTES))
 
     env = envs.make(demo.env_id)
     random_result = train.evaluate(RandomPolicy(env.action_space, seed), env, run.eval_episodes,

@@ -5,8 +5,8 @@ glibc serves every block over its mmap threshold (at most 32 MiB; one batch of c
 55 MiB) with a fresh mmap and returns it to the kernel on free, so every update faults its
 activations in again, page by page. Keeping freed memory in the heap for reuse (what jemalloc and
 tcmalloc do, and what PyTorch's CPU tuning guide recommends them for) made a DrQ-v2 update at
-batch 256 1.37x faster on the 2-core CPU here, and the reference implementation's 2x
-(BENCHMARKS.md, "Agent updates", with and without it). The cost: the process keeps its peak heap
+batch 256 1.37x faster on a 2-core Intel CPU, and the reference implementation's 2x (BENCHMARKS.md,
+the "Agent updates" sections, with and without it). The cost: the process keeps its peak heap
 instead of returning it. `crl` commands and the training benchmarks call
 :func:`keep_freed_memory` first; set ``CRL_KEEP_FREED_MEMORY=0`` to leave glibc's default.
 """

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
 import sys
 import types
 from pathlib import Path
@@ -24,18 +25,21 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from benchlib import command_line, machine_line, median_seconds, wall_times, write_section
+from benchlib import command_line, cpu_name, machine_line, wall_times, write_section
 from crl.encoders import conv_flops
-from crl.system import keep_freed_memory
+from crl.system import cpu_has_bf16_units, keep_freed_memory
 
 ACTION_DIM = 6
+# Untimed updates first: with crl's allocator setting the heap grows over the first few updates
+# (DrQ-v2 at batch 256 on an AVX2 CPU: 2.2, 1.5, 1.2, then ~1.05 s).
+WARMUP = 4
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
     """This CPU's matmul peak in `dtype`: the best of `reps` n x n products into a fixed output."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     out = torch.empty(n, n, dtype=dtype)
-    best = min(wall_times(lambda: torch.mm(a, b, out=out), reps, warmup=2))
+    best = min(wall_times(lambda: torch.mm(a, b, out=out), reps, warmup=WARMUP))
     return 2 * n**3 / best / 1e9
 
 
@@ -66,16 +70,16 @@ def spaces(size: int):
 
 # -- DrQ-v2 -------------------------------------------------------------------------------------
 
-def ours_drqv2(batch_size: int, reps: int, precision: str) -> float:
+def ours_drqv2(batch_size: int, precision: str):
     from crl.agents import drqv2
 
     agent = drqv2.Agent(*spaces(84), drqv2.Config(batch_size=batch_size, precision=precision))
     batch = synthetic_batch(batch_size, 84)
     step = itertools.count(2, 2)
-    return median_seconds(lambda: agent.update(batch, next(step)), reps)
+    return lambda: agent.update(batch, next(step))
 
 
-def reference_drqv2(ref: Path, batch_size: int, reps: int) -> float:
+def reference_drqv2(ref: Path, batch_size: int):
     sys.modules.setdefault("hydra", types.ModuleType("hydra"))
     omegaconf = types.ModuleType("omegaconf")
     omegaconf.OmegaConf = object
@@ -94,18 +98,18 @@ def reference_drqv2(ref: Path, batch_size: int, reps: int) -> float:
     numpy_batch = (b["obs"].numpy(), b["action"].numpy(), b["reward"][:, None].numpy(),
                    b["discount"][:, None].numpy(), b["next_obs"].numpy())
     step = itertools.count(2, 2)
-    return median_seconds(lambda: agent.update(itertools.repeat(numpy_batch), next(step)), reps)
+    return lambda: agent.update(itertools.repeat(numpy_batch), next(step))
 
 
 # -- CURL ---------------------------------------------------------------------------------------
 
-def ours_curl(batch_size: int, reps: int, precision: str) -> float:
+def ours_curl(batch_size: int, precision: str):
     from crl.agents import curl
 
     agent = curl.Agent(*spaces(100), curl.Config(batch_size=batch_size, precision=precision))
     batch = synthetic_batch(batch_size, 100)
     step = itertools.count(1)
-    return median_seconds(lambda: agent.update(batch, next(step)), reps, warmup=2)
+    return lambda: agent.update(batch, next(step))
 
 
 class _NullLogger:
@@ -128,7 +132,7 @@ class _CroppedBatches:
         return self.obs, self.action, self.reward, self.next_obs, torch.ones_like(self.reward), kwargs
 
 
-def reference_curl(ref: Path, batch_size: int, reps: int) -> float:
+def reference_curl(ref: Path, batch_size: int):
     skimage = types.ModuleType("skimage")
     util = types.ModuleType("skimage.util")
     shape = types.ModuleType("skimage.util.shape")
@@ -147,7 +151,21 @@ def reference_curl(ref: Path, batch_size: int, reps: int) -> float:
         alpha_beta=0.5, critic_tau=0.01, encoder_tau=0.05, encoder_feature_dim=50, curl_latent_dim=128)
     replay = _CroppedBatches(synthetic_batch(batch_size, 100))
     step = itertools.count(1)
-    return median_seconds(lambda: agent.update(replay, _NullLogger(), next(step)), reps, warmup=2)
+    return lambda: agent.update(replay, _NullLogger(), next(step))
+
+
+# -- report ---
+
+def interleaved_medians(updates: dict, reps: int) -> dict[str, float]:
+    """Median seconds of each update closure, timed in turns (one call of each per round) so that
+    a slow spell of a shared machine falls on all of them alike."""
+    for update in updates.values():
+        wall_times(update, 0, warmup=WARMUP)
+    times = {key: [] for key in updates}
+    for _ in range(reps):
+        for key, update in updates.items():
+            times[key] += wall_times(update, 1, warmup=0)
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -165,22 +183,31 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator settings")
+    parser.add_argument("--bf16", action="store_true",
+                        help="time bf16 even where the CPU has no bf16 units (emulated: very slow)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     allocator = "glibc's default allocator" if args.default_malloc or not keep_freed_memory() else \
         "crl's allocator setting (crl/system.py)"
-    peaks = {precision: matmul_gflops(dtype)
-             for precision, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+    # Without bf16 units (AVX2-only CPUs) a bf16 matmul runs at well under 1 GFLOP/s: skip it.
+    precisions = {"float32": torch.float32}
+    if args.bf16 or cpu_has_bf16_units():
+        precisions["bfloat16"] = torch.bfloat16
+    peaks = {precision: matmul_gflops(dtype) for precision, dtype in precisions.items()}
+    peak_text = ", ".join(f"{peak:.0f} GFLOP/s {'fp32' if p == 'float32' else 'bf16'}" for p, peak in peaks.items())
 
     rows = []
     for name, batch, ours, reference in (("DrQ-v2", 256, ours_drqv2, reference_drqv2),
                                          ("CURL", 512, ours_curl, reference_curl)):
-        # Without the reference checkouts the column reads "nan" (see the module docstring).
-        ref_s = reference(args.reference, batch, args.reps) if args.reference else float("nan")
+        updates = {precision: ours(batch, precision) for precision in peaks}
+        if args.reference:  # without the checkouts the column reads "nan" (see the module docstring)
+            updates["reference"] = reference(args.reference, batch)
+        seconds = interleaved_medians(updates, args.reps)
+        ref_s = seconds.get("reference", float("nan"))
         for precision, peak in peaks.items():
-            ours_s = ours(batch, args.reps, precision)
+            ours_s = seconds[precision]
             floor_s = update_conv_flops(batch, *PASSES[name]) / (peak * 1e9)
             rows.append(f"| {name} | {precision} | {batch} | {ours_s:.2f} | {ref_s:.2f} | {ref_s / ours_s:.2f}x | "
                         f"{floor_s:.2f} | {ours_s / floor_s:.2f}x |")
@@ -188,17 +215,19 @@ def main() -> None:
     body = "\n".join([
         f"Command: `{command_line()}`", "", machine_line() + f" torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {allocator}.",
-        "One update (median of the timed steps, synthetic batch, paper batch size). Ours includes the "
+        "One update (median of the timed steps, ours and the reference timed in turns, synthetic batch, paper batch size). Ours includes the "
         "augmentation (DrQ-v2: bilinear shift of obs and next obs; CURL: three 100->84 crops); CURL's "
         "reference gets batches already cropped (its replay crops in numpy). The references run in "
-        "fp32; ours in fp32 and with its convs in bf16 (`precision`). FLOP floor: conv FLOPs of one "
-        "update from the layer shapes at this CPU's matmul peak in that precision, measured in this run "
-        f"(2048^3 products: {peaks['float32']:.0f} GFLOP/s fp32, {peaks['bfloat16']:.0f} GFLOP/s bf16).",
+        "fp32; ours in fp32 and, where the CPU has bf16 units, with its convs in bf16 (`precision`). FLOP "
+        "floor: conv FLOPs of one update from the layer shapes at this CPU's matmul peak in that precision, "
+        f"measured in this run (2048^3 products: {peak_text}).",
         "", "| agent | precision | batch | ours (s) | reference fp32 (s) | speed-up | FLOP floor (s) | ours / floor |",
         "|---|---|---:|---:|---:|---:|---:|---:|", *rows])
     print(body)
     if args.write:
-        write_section("Agent updates" + (" (glibc default allocator)" if args.default_malloc else ""), body)
+        # one section per CPU model: the ratios differ between CPUs (bf16 units, AVX-512 or not)
+        allocator_tag = ", glibc default allocator" if args.default_malloc else ""
+        write_section(f"Agent updates ({cpu_name()}{allocator_tag})", body)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from benchlib import command_line, machine_line, write_section
+from benchlib import command_line, cpu_name, machine_line, write_section
 from crl import train
-from crl.system import keep_freed_memory
+from crl.system import cpu_has_bf16_units, keep_freed_memory
 
 TITLE = "Training throughput (pixel agents, rendering included)"
 
@@ -101,7 +101,11 @@ def main() -> None:
     header = f"{machine_line()} torch {torch.__version__}, {args.threads} threads{gpu}."
     rows = ["| agent | preset | env | envs | batch | precision | frames/s | updates/s | time in updates |",
             "|---|---|---|---:|---:|---|---:|---:|---:|"]
-    for agent, preset, env_id, num_envs, precision in args.case or CASES:
+    cases = args.case or CASES
+    if not args.case and not torch.cuda.is_available() and not cpu_has_bf16_units():
+        # emulated bf16 on an AVX2-only CPU runs at under 1 GFLOP/s: an update would take minutes
+        cases = [case for case in cases if case[4] != "bfloat16"]
+    for agent, preset, env_id, num_envs, precision in cases:
         m = measure(agent, preset, env_id, num_envs, precision, args.seconds)
         rows.append(f"| {agent} | {preset} | `{env_id}` | {num_envs} | {m['batch']} | {m['precision']} | {m['frames_per_s']:.1f} | "
                     f"{m['updates_per_s']:.2f} | {100 * m['update_share']:.0f}% |")
@@ -120,7 +124,9 @@ def main() -> None:
     ])
     print(body)
     if args.write:
-        write_section(TITLE + (" (chosen cases)" if args.case else ""), body)
+        # one section per CPU (bf16 units or not change every ratio); a GPU run gets its own
+        where = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name()
+        write_section(f"{TITLE} ({where}{', chosen cases' if args.case else ''})", body)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,19 @@ def test_demo_writes_curve_video_and_scores(tmp_path, capsys, which):
     # running the demo again replaces its previous run instead of failing on its checkpoints
     again = run_demo(logdir, seed=3, which=which, frames=1_000, seed_frames=1_000, batch_size=32, eval_episodes=1)
     assert again["agent"]["frames"] == 1_000
+
+
+@pytest.mark.parametrize("bf16_units", [True, False])
+def test_pixel_demo_warns_where_its_convs_run_in_fp32(monkeypatch, bf16_units):
+    import torch
+
+    import crl.encoders
+    from crl.demo import convs_in_fp32_on_cpu
+
+    monkeypatch.setattr(crl.encoders, "cpu_has_bf16_units", lambda: bf16_units)
+    _, config = train.build_configs("drq", "cpu-smoke", {"env": DEMOS["pixels"].env_id})
+    assert config.precision == "auto"  # the demo's preset follows the hardware
+    assert convs_in_fp32_on_cpu(config, torch.device("cpu")) is not bf16_units
+    config.precision = "float32"
+    assert convs_in_fp32_on_cpu(config, torch.device("cpu"))
+    assert not convs_in_fp32_on_cpu(config, torch.device("cuda"))  # a GPU is fast in either precision
