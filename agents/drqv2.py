@@ -35,6 +35,8 @@ DIFFICULTY = {"easy": (1.0, 0.1, 100_000), "medium": (1.0, 0.1, 500_000), "hard"
 
 COUNTERS = ("agent_steps", "frames", "updates")
 
+ACTION_SATURATION = 0.99  # |tanh| above this counts as saturated in the `actor_saturation` metric
+
 
 @dataclass
 class Config:
@@ -229,16 +231,23 @@ class Agent(Checkpointable):
         self.encoder_opt.step()
         return {"critic_loss": loss.detach(), "q": q1.detach().mean(), "target_q": target.mean()}
 
-    def actor_loss(self, h: Tensor) -> Tensor:
-        """-min(Q1, Q2) at the actor's mean plus clipped noise (the released code's choice)."""
-        action = smoothed_action(self.actor(h), self.stddev(), self.config.stddev_clip)
+    def actor_loss(self, h: Tensor, mean: Tensor | None = None) -> Tensor:
+        """-min(Q1, Q2) at the actor's mean (`self.actor(h)` unless given) plus clipped noise (the
+        released code's choice)."""
+        mean = self.actor(h) if mean is None else mean
+        action = smoothed_action(mean, self.stddev(), self.config.stddev_clip)
         with frozen(self.critic):  # the gradient flows through the critic to the action only
             q1, q2 = self.critic(h, action)
         return -torch.min(q1, q2).mean()
 
     def update_actor(self, h: Tensor) -> dict[str, Tensor]:
-        loss = self.actor_loss(h)
+        mean = self.actor(h)
+        loss = self.actor_loss(h, mean)
         self.actor_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_opt.step()
-        return {"actor_loss": loss.detach()}
+        # Share of action components the tanh holds within 0.01 of +-1, where its gradient has
+        # all but vanished: near 1, the actor has collapsed onto one action (the stuck seeds on
+        # cartpole balance in BENCHMARKS.md, "Pixel agents on CPU").
+        saturation = (mean.detach().abs() > ACTION_SATURATION).float().mean()
+        return {"actor_loss": loss.detach(), "actor_saturation": saturation}

@@ -257,6 +257,23 @@ def test_actor_loss_is_minus_min_q_at_mean_plus_clipped_noise():
     assert any(g.abs().sum() > 0 for g in grads)
 
 
+def test_actor_saturation_metric_counts_actions_held_at_the_bounds():
+    agent = make_agent()
+    batch = make_batch(16)
+    fresh = agent.update(batch, step=2)["actor_saturation"]
+    with torch.no_grad():  # a bias far beyond tanh's range: every component at +1 or -1
+        bias = agent.actor.policy.net.last_linear.bias
+        bias.copy_(torch.tensor([50.0, -50.0]))
+    with torch.no_grad():
+        mean = agent.actor(agent.encoder(batch["obs"]))
+    assert (mean.abs() > drqv2.ACTION_SATURATION).all()
+    assert fresh < 0.5 and agent.update(batch, step=4)["actor_saturation"] == 1.0
+    with torch.no_grad():  # only the first action dimension held at its bound: half the components
+        bias.copy_(torch.tensor([50.0, 0.0]))
+        agent.actor.policy.net.last_linear.weight.zero_()
+    assert agent.update(batch, step=6)["actor_saturation"] == 0.5
+
+
 def test_exploration_adds_scheduled_noise_and_evaluation_does_not():
     agent = make_agent(stddev_schedule="0.2")
     obs = make_batch(256)["obs"].numpy()
