@@ -40,9 +40,8 @@ DEMOS = {
 
 # Measured with `crl demo` on a 2-core AMD EPYC (AVX2, no bf16 units): see BENCHMARKS.md.
 FP32_CPU_NOTE = ("note: this CPU has no bf16 units, so the convs run in fp32 and the pixel demo takes "
-                 "about {minutes} minutes here (8.5 on a 2-core CPU with AMX). `crl demo --states` is "
-                 "the 3-minute state-based demo.")
-FP32_CPU_MINUTES = 24
+                 "about 24 minutes here (8.5 on a 2-core CPU with AMX). `crl demo --states` is the "
+                 "3-minute state-based demo.")
 
 
 def convs_in_fp32_on_cpu(agent_config, device: torch.device) -> bool:
@@ -71,7 +70,7 @@ def run_demo(logdir: str | Path = "runs/demo", seed: int = 0, which: str = "pixe
     run, agent_config = train.build_configs(demo.agent, "cpu-smoke",
                                             {"env": demo.env_id, "seed": seed, **demo.overrides, **overrides})
     if which == "pixels" and convs_in_fp32_on_cpu(agent_config, train.resolve_device(run.device)):
-        print(FP32_CPU_NOTE.format(minutes=FP32_CPU_MINUTES))
+        print(FP32_CPU_NOTE)
 
     env = envs.make(demo.env_id)
     random_result = train.evaluate(RandomPolicy(env.action_space, seed), env, run.eval_episodes,

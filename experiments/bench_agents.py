@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from benchlib import command_line, cpu_name, machine_line, wall_times, write_section
+from benchlib import command_line, cpu_name, interleaved_wall_times, machine_line, wall_times, write_section
 from crl.encoders import conv_flops
 from crl.system import cpu_has_bf16_units, keep_freed_memory
 
@@ -154,20 +154,6 @@ def reference_curl(ref: Path, batch_size: int):
     return lambda: agent.update(replay, _NullLogger(), next(step))
 
 
-# -- report ---
-
-def interleaved_medians(updates: dict, reps: int) -> dict[str, float]:
-    """Median seconds of each update closure, timed in turns (one call of each per round) so that
-    a slow spell of a shared machine falls on all of them alike."""
-    for update in updates.values():
-        wall_times(update, 0, warmup=WARMUP)
-    times = {key: [] for key in updates}
-    for _ in range(reps):
-        for key, update in updates.items():
-            times[key] += wall_times(update, 1, warmup=0)
-    return {key: statistics.median(values) for key, values in times.items()}
-
-
 # -- report -------------------------------------------------------------------------------------
 
 # Conv passes per update (forward, backward) at 84x84, averaged over steps for CURL's every-2 parts.
@@ -204,7 +190,9 @@ def main() -> None:
         updates = {precision: ours(batch, precision) for precision in peaks}
         if args.reference:  # without the checkouts the column reads "nan" (see the module docstring)
             updates["reference"] = reference(args.reference, batch)
-        seconds = interleaved_medians(updates, args.reps)
+        # in turns: this shared VM's speed drifts by tens of percent between minutes
+        times = interleaved_wall_times(updates, args.reps, warmup=WARMUP)
+        seconds = {key: statistics.median(values) for key, values in times.items()}
         ref_s = seconds.get("reference", float("nan"))
         for precision, peak in peaks.items():
             ours_s = seconds[precision]
@@ -215,10 +203,10 @@ def main() -> None:
     body = "\n".join([
         f"Command: `{command_line()}`", "", machine_line() + f" torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {allocator}.",
-        "One update (median of the timed steps, ours and the reference timed in turns, synthetic batch, paper batch size). Ours includes the "
-        "augmentation (DrQ-v2: bilinear shift of obs and next obs; CURL: three 100->84 crops); CURL's "
-        "reference gets batches already cropped (its replay crops in numpy). The references run in "
-        "fp32; ours in fp32 and, where the CPU has bf16 units, with its convs in bf16 (`precision`). FLOP "
+        "One update (median of the timed steps, ours and the reference timed in turns, synthetic batch, "
+        "paper batch size). Ours includes the augmentation (DrQ-v2: bilinear shift of obs and next "
+        "obs; CURL: three 100->84 crops); CURL's reference gets batches already cropped (its replay "
+        "crops in numpy). The references run in fp32; ours in fp32 and, where the CPU has bf16 units, with its convs in bf16 (`precision`). FLOP "
         "floor: conv FLOPs of one update from the layer shapes at this CPU's matmul peak in that precision, "
         f"measured in this run (2048^3 products: {peak_text}).",
         "", "| agent | precision | batch | ours (s) | reference fp32 (s) | speed-up | FLOP floor (s) | ours / floor |",

@@ -21,13 +21,12 @@ import argparse
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from benchlib import command_line, cpu_name, wall_times, write_section
+from benchlib import command_line, cpu_name, interleaved_wall_times, wall_times, write_section
 from crl import augment
 from crl.encoders import ConvEncoder, conv_flops
 
@@ -61,16 +60,8 @@ def time_encoder(batch: int, reps: int, warmup: int) -> dict[str, list[float]]:
         head.zero_grad(set_to_none=True)
         head(enc(x)).sum().backward()
 
-    times: dict[str, list[float]] = {n: [] for n in models}
-    for _ in range(warmup):
-        for enc, head in models.values():
-            step(enc, head)
-    for _ in range(reps):
-        for name, (enc, head) in models.items():
-            t0 = time.perf_counter()
-            step(enc, head)
-            times[name].append(time.perf_counter() - t0)
-    return times
+    steps = {name: (lambda enc=enc, head=head: step(enc, head)) for name, (enc, head) in models.items()}
+    return interleaved_wall_times(steps, reps, warmup)
 
 
 def time_augment(batch: int, reps: int) -> dict[str, list[float]]:

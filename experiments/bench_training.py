@@ -23,7 +23,8 @@ import torch
 
 from benchlib import command_line, cpu_name, machine_line, write_section
 from crl import train
-from crl.system import cpu_has_bf16_units, keep_freed_memory
+from crl.encoders import resolve_precision
+from crl.system import keep_freed_memory
 
 TITLE = "Training throughput (pixel agents, rendering included)"
 
@@ -102,8 +103,8 @@ def main() -> None:
     rows = ["| agent | preset | env | envs | batch | precision | frames/s | updates/s | time in updates |",
             "|---|---|---|---:|---:|---|---:|---:|---:|"]
     cases = args.case or CASES
-    if not args.case and not torch.cuda.is_available() and not cpu_has_bf16_units():
-        # emulated bf16 on an AVX2-only CPU runs at under 1 GFLOP/s: an update would take minutes
+    if not args.case and resolve_precision("auto", train.resolve_device("auto")) != torch.bfloat16:
+        # emulated bf16 (an AVX2-only CPU) runs at under 1 GFLOP/s: an update would take minutes
         cases = [case for case in cases if case[4] != "bfloat16"]
     for agent, preset, env_id, num_envs, precision in cases:
         m = measure(agent, preset, env_id, num_envs, precision, args.seconds)

@@ -68,5 +68,18 @@ def wall_times(fn, reps: int, warmup: int = 1) -> list[float]:
     return times
 
 
+def interleaved_wall_times(fns: dict, reps: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall times of each of `fns`' calls, timed in turns (one call of each per round, after
+    `warmup` untimed rounds) so that a slow spell of a shared machine falls on all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            times[name] += wall_times(fn, 1, warmup=0)
+    return times
+
+
 def median_seconds(fn, reps: int, warmup: int = 1) -> float:
     return statistics.median(wall_times(fn, reps, warmup))

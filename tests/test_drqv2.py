@@ -264,7 +264,6 @@ def test_actor_saturation_metric_counts_actions_held_at_the_bounds():
     with torch.no_grad():  # a bias far beyond tanh's range: every component at +1 or -1
         bias = agent.actor.policy.net.last_linear.bias
         bias.copy_(torch.tensor([50.0, -50.0]))
-    with torch.no_grad():
         mean = agent.actor(agent.encoder(batch["obs"]))
     assert (mean.abs() > drqv2.ACTION_SATURATION).all()
     assert fresh < 0.5 and agent.update(batch, step=4)["actor_saturation"] == 1.0
