@@ -34,8 +34,8 @@ from crl.augment import center_crop, random_crop
 from crl.contrastive import Bilinear, curl_loss
 from crl.encoders import ConvEncoder, resolve_precision
 from crl.rl import (Checkpointable, DuelingHead, TanhGaussianActor, Temperature, TwinQ, categorical_projection,
-                    epsilon_greedy, metrics_to_floats, n_step_from_sequence, n_step_target, optimize, reset_noise,
-                    sac_actor_step, soft_update)
+                    epsilon_greedy, metrics_to_floats, n_step_from_sequence, n_step_target, optimize,
+                    require_continuous_actions, require_discrete_actions, reset_noise, sac_actor_step, soft_update)
 
 
 @dataclass
@@ -102,6 +102,7 @@ class Agent(Checkpointable):
     batch_kind = "transitions"
 
     def __init__(self, obs_space, action_space, config: Config, device: str | torch.device = "cpu"):
+        require_continuous_actions(self.name, action_space)
         self.config = config
         self.device = torch.device(device)
         self.action_dim = int(np.prod(action_space.shape))
@@ -342,6 +343,7 @@ class AtariAgent(Checkpointable):
     batch_kind = "sequences"
 
     def __init__(self, obs_space, action_space, config: AtariConfig, device: str | torch.device = "cpu"):
+        require_discrete_actions(self.name, action_space)
         self.config = config
         self.device = torch.device(device)
         self.q_net = RainbowNetwork(obs_space.shape, int(action_space.n), config)

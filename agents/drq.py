@@ -26,7 +26,7 @@ from crl.augment import random_shift
 from crl.encoders import ConvEncoder, resolve_precision
 from crl.rl import (Checkpointable, DuelingHead, TanhGaussianActor, Temperature, TwinQ, double_dqn_target,
                     epsilon_greedy, linear_epsilon, metrics_to_floats, n_step_from_sequence, n_step_target, optimize,
-                    sac_actor_step, soft_update)
+                    require_continuous_actions, require_discrete_actions, sac_actor_step, soft_update)
 
 
 # ============================================================================================
@@ -89,6 +89,7 @@ class Agent(Checkpointable):
     batch_kind = "transitions"
 
     def __init__(self, obs_space, action_space, config: Config, device: str | torch.device = "cpu"):
+        require_continuous_actions(self.name, action_space)
         if len(obs_space.shape) != 3:
             raise ValueError(f"DrQ learns from pixels: expected (C, H, W) observations, got {obs_space.shape}")
         self.config = config
@@ -264,6 +265,7 @@ class AtariAgent(Checkpointable):
     batch_kind = "sequences"
 
     def __init__(self, obs_space, action_space, config: AtariConfig, device: str | torch.device = "cpu"):
+        require_discrete_actions(self.name, action_space)
         self.config = config
         self.device = torch.device(device)
         self.num_actions = int(action_space.n)

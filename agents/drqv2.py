@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from crl.augment import random_shift_bilinear
 from crl.encoders import DrQV2Encoder, Trunk, resolve_precision
 from crl.rl import (Checkpointable, DeterministicActor, TwinQ, frozen, linear_schedule, metrics_to_floats,
-                    n_step_target, noisy_action, soft_update)
+                    n_step_target, noisy_action, require_continuous_actions, soft_update)
 
 # Exploration std schedules of the released configs, by task difficulty: linear 1.0 -> 0.1 over
 # this many steps. Easy: cartpole balance/swingup, cup catch, finger spin, hopper stand, pendulum
@@ -144,6 +144,7 @@ class Agent(Checkpointable):
     batch_kind = "transitions"
 
     def __init__(self, obs_space, action_space, config: Config, device: str | torch.device = "cpu"):
+        require_continuous_actions(self.name, action_space)
         if config.schedule_counter not in COUNTERS:
             raise ValueError(f"schedule_counter {config.schedule_counter!r}: "
                              f"use one of {', '.join(COUNTERS)}")

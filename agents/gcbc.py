@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from crl.encoders import GoalInputs
-from crl.rl import Checkpointable, TanhGaussianActor, metrics_to_floats, optimize
+from crl.rl import Checkpointable, TanhGaussianActor, metrics_to_floats, optimize, require_continuous_actions
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Agent(Checkpointable):
     batch_kind = "goals"
 
     def __init__(self, obs_space, action_space, config: Config, device: str | torch.device = "cpu"):
+        require_continuous_actions(self.name, action_space)
         self.config = config
         self.device = torch.device(device)
         self.inputs = GoalInputs(obs_space, config.feature_dim).to(self.device)  # images: trained by BC

@@ -26,7 +26,7 @@ from torch import nn
 from crl.contrastive import LOSSES, ContrastiveCritic, logsumexp_penalty
 from crl.encoders import GoalInputs
 from crl.rl import (Checkpointable, TanhGaussianActor, Temperature, actor_goal_batch, blend_bc, check_actor_goals,
-                    frozen, metrics_to_floats, optimize)
+                    frozen, metrics_to_floats, optimize, require_continuous_actions)
 
 CRITIC_LOSSES = {"nce": "binary_nce", "infonce": "infonce_forward", "infonce_symmetric": "infonce_symmetric"}
 
@@ -79,6 +79,7 @@ class Agent(Checkpointable):
     batch_kind = "goals"
 
     def __init__(self, obs_space, action_space, config: Config, device: str | torch.device = "cpu"):
+        require_continuous_actions(self.name, action_space)
         if config.loss not in CRITIC_LOSSES:
             raise ValueError(f"unknown loss {config.loss!r}; choose from {sorted(CRITIC_LOSSES)}")
         check_actor_goals(config.actor_goals, config.bc_coef)

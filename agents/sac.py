@@ -19,7 +19,7 @@ from torch import nn
 
 from crl.encoders import ConvEncoder, resolve_precision
 from crl.rl import (Checkpointable, TanhGaussianActor, Temperature, TwinQ, metrics_to_floats, n_step_target, optimize,
-                    sac_actor_step, soft_update)
+                    require_continuous_actions, sac_actor_step, soft_update)
 
 
 @dataclass
@@ -61,6 +61,7 @@ class Agent(Checkpointable):
     batch_kind = "transitions"
 
     def __init__(self, obs_space, action_space, config: Config, device: str | torch.device = "cpu"):
+        require_continuous_actions(self.name, action_space)
         self.config = config
         self.device = torch.device(device)
         self.action_dim = int(np.prod(action_space.shape))

@@ -48,6 +48,7 @@ import torch
 from crl import envs
 from crl.config import ConfigError, to_dict
 from crl.logger import Logger, Progress, write_config
+from crl.rl import require_continuous_actions, require_discrete_actions
 
 
 @dataclass
@@ -259,6 +260,7 @@ def policy_for(config, env: gym.Env) -> tuple[str, dict]:
 def build_sac(env, run, config: SACConfig, step_frames: int, device: str):
     from stable_baselines3 import SAC as SB3SAC
 
+    require_continuous_actions("sb3-sac", env.action_space)  # SB3's own check is a bare assert
     policy, policy_kwargs = policy_for(config, env)
     policy_kwargs["share_features_extractor"] = config.share_features_extractor
     ent_coef = config.ent_coef if config.ent_coef.startswith("auto") else float(config.ent_coef)
@@ -272,6 +274,7 @@ def build_sac(env, run, config: SACConfig, step_frames: int, device: str):
 def build_dqn(env, run, config: DQNConfig, step_frames: int, device: str):
     from stable_baselines3 import DQN as SB3DQN
 
+    require_discrete_actions("sb3-dqn", env.action_space)
     policy, policy_kwargs = policy_for(config, env)
     policy_kwargs["optimizer_kwargs"] = {"eps": config.adam_eps}
     return SB3DQN(policy, env, learning_rate=config.learning_rate, buffer_size=budget_buffer(config, run, step_frames),

@@ -32,7 +32,7 @@ from torch import nn
 from crl.contrastive import ContrastiveCritic, td_infonce
 from crl.encoders import GoalInputs
 from crl.rl import (Checkpointable, TanhGaussianActor, actor_goal_batch, blend_bc, check_actor_goals, frozen,
-                    metrics_to_floats, optimize, rolled, soft_update)
+                    metrics_to_floats, optimize, require_continuous_actions, rolled, soft_update)
 
 
 @dataclass
@@ -73,6 +73,7 @@ class Agent(Checkpointable):
     batch_kind = "goals"
 
     def __init__(self, obs_space, action_space, config: Config, device: str | torch.device = "cpu"):
+        require_continuous_actions(self.name, action_space)
         check_actor_goals(config.actor_goals, config.bc_coef)
         self.config = config
         self.device = torch.device(device)

@@ -7,8 +7,8 @@
 A spec is a YAML file in experiments/specs/ (dmc100k, dmc500k, atari100k) or any path: the suite,
 the tasks (env ids), the budget in frames, the number of seeds, the evaluation cadence, the preset
 of each agent (default: the spec's name) and optional overrides: `run` (RunConfig fields for every
-run), `overrides` (per agent: any run or agent config field) and `task_overrides` (per agent and
-task), e.g. CURL's Atari loss weight of 0.05 on four games:
+run), `overrides` (per agent: its config fields, or the run fields allowed in `run`) and
+`task_overrides` (per agent and task), e.g. CURL's Atari loss weight of 0.05 on four games:
 
     task_overrides:
       curl-rainbow:
@@ -23,7 +23,11 @@ Running the same command again skips finished runs (eval.csv reaches the budget)
 runs from their latest checkpoint (`crl.train.resume`) and restarts crashed runs that have none.
 A skipped or resumed run keeps the agent config it was made with: where that differs from what the
 spec now gives (an override added after the run), a warning names the fields; delete the run
-directory to run it again with the new settings.
+directory to run it again with the new settings. A run made with other run settings (all but the
+budget, device, checkpoint cadence and videos: see RUN_FIELDS_FREE_TO_DIFFER) is neither skipped
+nor resumed but fails, naming the fields, so that one report never mixes evaluation protocols.
+A run is done when its eval.csv's frames reach the budget, whatever the return: a non-finite one
+(diverged) shows in the per-task table and under "Missing", as does an eval.csv that cannot be read.
 
 The report (OUT/report/: report.md, per_task.csv, aggregates.csv, plots/) gives, per task, the mean
 and std over seeds of the evaluation return at each report budget (100k and 500k frames for DMC;
@@ -79,6 +83,7 @@ SUITE_PREFIXES = {"dmc": ("dmc", "dmc-state"), "atari": ("atari",)}
 SLACK_FRAMES = 8
 DMC_SCORE_SCALE = 1000.0
 METRICS = ("mean", "median", "iqm")
+ATARI_TABLE = "atari100k_random_human.csv"
 
 
 class SpecError(ValueError):
@@ -101,12 +106,13 @@ class Spec:
     preset: str | None = None  # for every agent; None: no preset (the key absent: the spec's name)
     presets: dict[str, str | None] = field(default_factory=dict)  # per agent
     run: dict[str, Any] = field(default_factory=dict)  # RunConfig fields for every run
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per agent: any config field
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # per agent: its config and run fields
     task_overrides: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # per agent, per task
     description: str = ""
+    preset_from_name: bool = False  # no `preset:` key: every agent takes the preset named after the file
 
 
-SPEC_KEYS = [f.name for f in dataclasses.fields(Spec) if f.name not in ("name", "path")]
+SPEC_KEYS = [f.name for f in dataclasses.fields(Spec) if f.name not in ("name", "path", "preset_from_name")]
 REQUIRED_KEYS = ("suite", "tasks", "frames")
 SPEC_RUN_KEYS = ("env", "seed", "seeds", "frames", "eval_every_frames", "eval_episodes")
 
@@ -165,11 +171,15 @@ def load_spec(name_or_path: str | Path) -> Spec:
             raise fail("tasks", str(error)) from None
         if suite not in SUITE_PREFIXES[data["suite"]]:
             raise fail("tasks", f"holds {task!r}, which is not a {data['suite']} task")
+        if problem := unscorable_task(task):
+            raise fail("tasks", problem)
+    if repeated := duplicates(tasks):
+        raise fail("tasks", f"lists {', '.join(repeated)} more than once (each task counts once in the aggregates)")
     for key in ("frames", "seeds", "eval_every_frames", "eval_episodes"):
-        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool) or data[key] < 1):
+        if key in data and not is_positive_int(data[key]):
             raise fail(key, f"must be a positive integer, got {data[key]!r}")
     report_frames = data.get("report_frames", [data["frames"]])
-    if not isinstance(report_frames, list) or not all(isinstance(f, int) and f > 0 for f in report_frames):
+    if not isinstance(report_frames, list) or not all(is_positive_int(f) for f in report_frames):
         raise fail("report_frames", f"must be a list of positive integers, got {report_frames!r}")
     for key in ("presets", "run", "overrides", "task_overrides"):
         if not isinstance(data.get(key, {}), dict):
@@ -181,6 +191,13 @@ def load_spec(name_or_path: str | Path) -> Spec:
     for agent, values in data.get("overrides", {}).items():
         if not isinstance(values, dict):
             raise fail("overrides", f"for {agent!r} must be a mapping of field: value, got {values!r}")
+        fields = sorted(set(field_names(RunConfig)) | set(field_names(registry.agent_module(agent).Config)))
+        for name in values:
+            if name not in fields:
+                raise fail("overrides", f"for {agent!r}: {unknown_field_error(name, fields, agent + ' config')}")
+            if name in SPEC_RUN_KEYS:
+                raise fail("overrides", f"for {agent!r} holds {name!r}, which the spec sets itself "
+                                        f"(tasks, seeds and its own {name!r} key)")
     for key in ("preset", "description"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise fail(key, f"must be a string, got {data[key]!r}")
@@ -211,11 +228,30 @@ def load_spec(name_or_path: str | Path) -> Spec:
     return Spec(name=path.stem, path=path, suite=data["suite"], tasks=list(tasks), frames=data["frames"],
                 seeds=data.get("seeds", 10), eval_every_frames=data.get("eval_every_frames", 10_000),
                 eval_episodes=data.get("eval_episodes", 10), report_frames=sorted(report_frames),
-                preset=data.get("preset", path.stem), presets=dict(data.get("presets", {})),
+                preset=data.get("preset", path.stem), preset_from_name="preset" not in data,
+                presets=dict(data.get("presets", {})),
                 run=dict(data.get("run", {})), overrides={a: dict(v) for a, v in data.get("overrides", {}).items()},
                 task_overrides={a: {t: dict(v) for t, v in by_task.items()}
                                 for a, by_task in data.get("task_overrides", {}).items()},
                 description=str(data.get("description", "")))
+
+
+def is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1  # YAML's true is an int to Python
+
+
+def duplicates(items: list[str]) -> list[str]:
+    return sorted({item for item in items if items.count(item) > 1})
+
+
+def unscorable_task(task: str) -> str | None:
+    """Why the report could not normalise `task`'s scores (an Atari game missing from the human and
+    random table), or None."""
+    suite, _, game = task.partition(":")
+    if suite != "atari" or game in (table := atari_random_human()):
+        return None
+    return (f"holds {task!r}, whose game {game!r} is not in {REFERENCE_DIR / ATARI_TABLE}, the random and human scores "
+            f"that the report normalises by; games: {', '.join(sorted(table))}")
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -247,6 +283,7 @@ def plan(spec: Spec, agents: list[str], seeds: list[int], out: Path, tasks: list
     runs = []
     for agent in agents:
         agent_preset = preset or spec.presets.get(agent, spec.preset)
+        check_preset(spec, agent, agent_preset, preset)
         for task in tasks or spec.tasks:
             for seed in seeds:
                 settings = {"frames": spec.frames, "eval_every_frames": spec.eval_every_frames,
@@ -262,22 +299,77 @@ def plan(spec: Spec, agents: list[str], seeds: list[int], out: Path, tasks: list
     return runs
 
 
+def check_preset(spec: Spec, agent: str, name: str | None, flag: str | None) -> None:
+    """An agent's preset that it lacks is an error naming where it came from: --preset, the spec's
+    `presets` or `preset` key, or (no `preset` key) the spec's file name."""
+    from crl import registry
+
+    known = getattr(registry.agent_module(agent), "PRESETS", {})
+    if name is None or name in known:
+        return
+    if flag:
+        source = "--preset"
+    elif agent in spec.presets:
+        source = f"spec {spec.path}: key 'presets' for {agent!r}"
+    elif spec.preset_from_name:
+        source = (f"spec {spec.path} has no 'preset' key, so every agent takes the preset named after the file; "
+                  f"set `preset:` (null for none) or `presets: {{{agent}: ...}}`")
+    else:
+        source = f"spec {spec.path}: key 'preset'"
+    raise SpecError(f"{source}: unknown preset {name!r} for agent {agent!r}; presets: {', '.join(sorted(known)) or 'none'}")
+
+
+class UnreadableEval(ValueError):
+    """A run's eval.csv that cannot be read as text CSV (not UTF-8, NUL bytes, not a file)."""
+
+
 def eval_rows(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(frames, episode_return) of a run's eval.csv, sorted by frames; empty when there is none."""
+    """(frames, episode_return) of a run's eval.csv, sorted by frames; empty when there is none. A
+    return that is not a finite number (a diverged run logs nan) stays in as nan: the run still got
+    to its frames, and the report shows it as diverged rather than leaving it out."""
     path = Path(run_dir) / "eval.csv"
     frames, returns = [], []
+    if path.exists() and not path.is_file():
+        raise UnreadableEval(f"{path} is not a file (a directory?): move it away to run or report this run")
     if path.is_file():
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                try:
-                    x, y = float(row["frames"]), float(row["episode_return"])
-                except (KeyError, TypeError, ValueError):
-                    continue
-                if math.isfinite(x) and math.isfinite(y):
-                    frames.append(x)
-                    returns.append(y)
+        for row in complete_rows(path):
+            x = parse_float(row.get("frames"))
+            if math.isfinite(x):
+                frames.append(x)
+                returns.append(logged_return(row.get("episode_return"), path, x))
     order = np.argsort(frames, kind="stable")
-    return np.asarray(frames)[order], np.asarray(returns)[order]
+    return np.asarray(frames, dtype=float)[order], np.asarray(returns, dtype=float)[order]
+
+
+def logged_return(cell: str | None, path: Path, frames: float) -> float:
+    """An eval row's episode_return: a number, nan/inf included (a diverged run); a missing, blank
+    or garbled cell makes the file unreadable rather than the run diverged."""
+    value = parse_float(cell)
+    if math.isnan(value) and (cell or "").strip().lower() not in ("nan", "+nan", "-nan"):
+        raise UnreadableEval(f"{path}: the row at {frames:.0f} frames has episode_return {cell!r}, not a number")
+    return value
+
+
+def complete_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file, less a last line cut short by a crash (no newline: its numbers may be
+    truncated, and the resumed run logs it again) and rows that do not have the header's width."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UnreadableEval(f"{path} is not a readable CSV file: {error}") from None
+    if "\0" in text:
+        raise UnreadableEval(f"{path} is not a readable CSV file: it holds NUL bytes")
+    if not text.endswith(("\n", "\r")):
+        rows = rows[:-1]
+    return [row for row in rows if None not in row and None not in row.values()]
+
+
+def parse_float(text: str | None) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def run_state(run_dir: Path, frames: int) -> str:
@@ -313,6 +405,29 @@ def recorded_differences(run: BenchRun) -> list[str]:
             for f in dataclasses.fields(recorded) if getattr(recorded, f.name) != getattr(run.agent_config, f.name)]
 
 
+# The budget may grow (a 100k run goes on to 500k), and these do not change what a run learns or how
+# it is evaluated. Everything else, eval cadence and episodes included (the report compares eval
+# returns across runs), must match the spec for a finished run to be kept or a crashed one resumed.
+RUN_FIELDS_FREE_TO_DIFFER = ("frames", "device", "checkpoint_every_frames", "keep_checkpoints", "video")
+
+
+def recorded_run_differences(run: BenchRun) -> list[str]:
+    """`field: recorded -> planned` for each run setting (but those free to differ) where the
+    config.yaml of an existing run differs from the planned run (empty without a readable config.yaml)."""
+    from crl.config import to_dict
+    from crl.train import read_run_config
+
+    if not (run.run_dir / "config.yaml").is_file():
+        return []
+    try:
+        recorded = read_run_config(run.run_dir).get("run") or {}
+    except (OSError, ValueError):
+        return []
+    planned = to_dict(run.run)
+    return [f"{name}: {recorded[name]!r} -> {value!r}" for name, value in planned.items()
+            if name not in RUN_FIELDS_FREE_TO_DIFFER and name in recorded and recorded[name] != value]
+
+
 def execute(run: BenchRun) -> str:
     """Brings one run to its budget; returns what it did (skipped, trained, resumed, restarted)."""
     from tqdm import tqdm
@@ -320,6 +435,9 @@ def execute(run: BenchRun) -> str:
     from crl import train
 
     state = run_state(run.run_dir, run.run.frames)
+    if state in ("done", "resume") and (changed := recorded_run_differences(run)):
+        raise SpecError(f"{run.run_dir} was made with other run settings than the spec gives ({'; '.join(changed)}); "
+                        "it is neither kept nor resumed: delete the directory to run it again, or use another --out")
     if state in ("done", "resume") and (changed := recorded_differences(run)):
         tqdm.write(f"crl bench: warning: {run.run_dir} keeps the agent config it was made with, which differs "
                    f"from the spec's ({'; '.join(changed)}); delete the directory to run it with the spec's",
@@ -327,7 +445,9 @@ def execute(run: BenchRun) -> str:
     if state == "done":
         return "skipped"
     if state == "resume":
-        train.resume(run.run_dir, frames=run.run.frames)
+        # the settings free to differ (a larger budget, another device) are the spec's; the rest were checked equal
+        free = {name: getattr(run.run, name) for name in RUN_FIELDS_FREE_TO_DIFFER if name in train.RESUMABLE_FIELDS}
+        train.resume(run.run_dir, agent=run.agent, overrides=free)
     else:
         if state == "restart":
             shutil.rmtree(run.run_dir / "tb", ignore_errors=True)  # the crashed attempt's curves
@@ -349,7 +469,8 @@ def run_all(runs: list[BenchRun]) -> list[dict[str, Any]]:
                 status, error = execute(run), ""
             except Exception as exc:  # noqa: BLE001 - one failing run must not stop a multi-day sweep
                 status, error = "failed", f"{type(exc).__name__}: {exc}"
-                tqdm.write(f"crl bench: {run.run_dir} failed:\n{traceback.format_exc()}", file=sys.stderr)
+                detail = str(exc) if isinstance(exc, SpecError) else traceback.format_exc()  # a refusal is no crash
+                tqdm.write(f"crl bench: {run.run_dir} failed:\n{detail}", file=sys.stderr)
             outcomes.append({"agent": run.agent, "task": run.task, "seed": run.seed, "run_dir": str(run.run_dir),
                              "status": status, "error": error})
     return outcomes
@@ -390,7 +511,7 @@ def dmc_published() -> dict[tuple[str, str, int], tuple[float, float]]:
 
 
 def atari_random_human() -> dict[str, tuple[float, float]]:
-    return {row["game"]: (float(row["random"]), float(row["human"])) for row in read_reference("atari100k_random_human.csv")}
+    return {row["game"]: (float(row["random"]), float(row["human"])) for row in read_reference(ATARI_TABLE)}
 
 
 def human_normalized(score, game: str, table: dict[str, tuple[float, float]] | None = None):
@@ -448,21 +569,41 @@ def aggregate(scores: dict[str, np.ndarray], reps: int = 50_000, seed: int = 0) 
                     for i, metric in enumerate(METRICS)} for agent in scores}
 
 
-def collect(out: Path, agents: list[str], tasks: list[str], seeds: list[int]) -> dict:
-    """{(agent, task): {seed: (frames, returns)}} for every run directory with an eval.csv."""
-    curves = {}
+def collect(out: Path, agents: list[str], tasks: list[str], seeds: list[int],
+            planned: list[BenchRun] | None = None) -> tuple[dict, list[str]]:
+    """{(agent, task): {seed: (frames, returns)}} for every run directory with an eval.csv, and a
+    note for each run left out (the rest are reported): an eval.csv that could not be read, or a run
+    made with other run settings than the `planned` runs (one report, one evaluation protocol)."""
+    planned_runs = {(run.agent, run.task, run.seed): run for run in planned or []}
+    curves, left_out = {}, []
     for agent in agents:
         for task in tasks:
             for seed in seeds:
-                frames, returns = eval_rows(run_dir_of(out, agent, task, seed))
+                run = planned_runs.get((agent, task, seed))
+                if run is not None and (changed := recorded_run_differences(run)):
+                    left_out.append(f"{agent} on {task} seed {seed}: left out, made with other run settings than "
+                                    f"the spec's ({'; '.join(changed)})")
+                    continue
+                try:
+                    frames, returns = eval_rows(run_dir_of(out, agent, task, seed))
+                except UnreadableEval as error:
+                    left_out.append(f"{agent} on {task} seed {seed}: left out, unreadable: {error}")
+                    continue
                 if len(frames):
                     curves.setdefault((agent, task), {})[seed] = (frames, returns)
-    return curves
+    return curves, left_out
+
+
+def scores_at(curves: dict, agent: str, task: str, budget: int) -> dict[int, float]:
+    """{seed: eval return at the budget} over the seeds that reached it (nan for a diverged one)."""
+    by_seed = {seed: score_at(f, r, budget) for seed, (f, r) in curves.get((agent, task), {}).items()}
+    return {seed: value for seed, value in by_seed.items() if value is not None}
 
 
 def per_task_rows(suite: str, curves: dict, agents: list[str], tasks: list[str], budgets: list[int]) -> list[dict]:
-    """One row per (task, budget, agent): mean and std (over seeds, ddof 0) of the eval return,
-    the normalised mean, and the published numbers for the same task and budget."""
+    """One row per (task, budget, agent): mean and std (over seeds, ddof 0) of the eval return over
+    the seeds with a finite one, the seeds whose return is not finite (diverged), the normalised
+    mean, and the published numbers for the same task and budget."""
     published = dmc_published() if suite == "dmc" else {}
     methods = sorted({method for method, _, _ in published})
     atari_table = atari_random_human() if suite == "atari" else None
@@ -470,12 +611,14 @@ def per_task_rows(suite: str, curves: dict, agents: list[str], tasks: list[str],
     for task in tasks:
         for budget in budgets:
             for agent in agents:
-                by_seed = {seed: score_at(f, r, budget) for seed, (f, r) in curves.get((agent, task), {}).items()}
-                values = np.array([v for v in by_seed.values() if v is not None])
+                by_seed = scores_at(curves, agent, task, budget)
+                values = np.array([v for v in by_seed.values() if math.isfinite(v)])
+                diverged = [seed for seed, v in by_seed.items() if not math.isfinite(v)]
                 row = {"task": task, "frames": budget, "agent": agent, "seeds": len(values),
                        "mean": float(values.mean()) if len(values) else None,
                        "std": float(values.std()) if len(values) else None,
-                       "normalized_mean": float(normalize(suite, task, values, atari_table).mean()) if len(values) else None}
+                       "normalized_mean": float(normalize(suite, task, values, atari_table).mean()) if len(values) else None,
+                       "diverged_seeds": " ".join(map(str, sorted(diverged)))}
                 for method in methods:
                     mean, std = published.get((method, task, budget), (None, None))
                     row[f"{method}_published_mean"], row[f"{method}_published_std"] = mean, std
@@ -485,23 +628,31 @@ def per_task_rows(suite: str, curves: dict, agents: list[str], tasks: list[str],
     return rows
 
 
+def diverged_notes(rows: list[dict]) -> list[str]:
+    return [f"{row['agent']} on {row['task']} seed {seed} at {row['frames']} frames: diverged (eval return not finite); "
+            "left out of the mean, std and aggregates" for row in rows for seed in row["diverged_seeds"].split()]
+
+
 def score_matrices(suite: str, curves: dict, agents: list[str], tasks: list[str], budget: int):
-    """{agent: (seeds x tasks) normalised scores} over the seeds that every task has at `budget`;
-    agents missing a task at this budget are left out (with the reason) rather than aggregated
-    over fewer tasks."""
+    """{agent: (seeds x tasks) normalised scores} over the seeds that have a finite score on every
+    task at `budget`; agents missing a task at this budget are left out (with the reason) rather
+    than aggregated over fewer tasks, and so are the seeds that lack a task (with the tasks):
+    (matrices, {agent: reasons}, {agent: {seed: tasks}})."""
     atari_table = atari_random_human() if suite == "atari" else None
-    matrices, missing = {}, {}
+    matrices, missing, dropped = {}, {}, {}
     for agent in agents:
-        scores = {task: {seed: score_at(f, r, budget) for seed, (f, r) in curves.get((agent, task), {}).items()}
+        scores = {task: {s: v for s, v in scores_at(curves, agent, task, budget).items() if math.isfinite(v)}
                   for task in tasks}
-        scores = {task: {s: v for s, v in by_seed.items() if v is not None} for task, by_seed in scores.items()}
         common = sorted(set.intersection(*(set(by_seed) for by_seed in scores.values())))
         if not common:
             missing[agent] = [task for task, by_seed in scores.items() if not by_seed] or ["no seed covers every task"]
             continue
+        some = sorted(set().union(*(set(by_seed) for by_seed in scores.values())) - set(common))
+        if some:
+            dropped[agent] = {s: [task for task in tasks if s not in scores[task]] for s in some}
         matrices[agent] = np.array([[float(normalize(suite, task, scores[task][s], atari_table)) for task in tasks]
                                     for s in common])
-    return matrices, missing
+    return matrices, missing, dropped
 
 
 # -- plots -------------------------------------------------------------------------------------
@@ -527,7 +678,8 @@ def plot_task(path: Path, suite: str, task: str, curves: dict, agents: list[str]
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for i, agent in enumerate(agents):
-        runs = list(curves.get((agent, task), {}).values())
+        runs = [(f[np.isfinite(r)], r[np.isfinite(r)]) for f, r in curves.get((agent, task), {}).values()]
+        runs = [(f, r) for f, r in runs if len(f)]
         if not runs:
             continue
         grid, mean, std = mean_and_std(runs)
@@ -586,26 +738,32 @@ def per_task_markdown(suite: str, rows: list[dict]) -> str:
         else:
             cells = [fmt(row["normalized_mean"], 3), fmt(row["random"]), fmt(row["human"])]
         score = f"{fmt(row['mean'])} ± {fmt(row['std'])}" if row["seeds"] else "(no run at this budget)"
+        if diverged := row["diverged_seeds"].split():
+            score = (score + "; " if row["seeds"] else "") + f"diverged: seed {', '.join(diverged)}"
         lines.append(f"| {row['task']} | {row['frames']} | {row['agent']} | {score} | {row['seeds']} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def report(spec: Spec, out: Path, agents: list[str], tasks: list[str], seeds: list[int], frames: int,
-           reps: int = 50_000, outcomes: list[dict] | None = None) -> Path:
-    """Writes OUT/report/{report.md, per_task.csv, aggregates.csv, plots/<task>.png}."""
+           reps: int = 50_000, outcomes: list[dict] | None = None, planned: list[BenchRun] | None = None) -> Path:
+    """Writes OUT/report/{report.md, per_task.csv, aggregates.csv, plots/<task>.png}; runs made with
+    other run settings than the `planned` ones are left out and listed."""
     out = Path(out)
     report_dir = out / "report"
     budgets = [b for b in spec.report_frames if b <= frames] or [frames]
-    curves = collect(out, agents, tasks, seeds)
+    curves, left_out = collect(out, agents, tasks, seeds, planned)
     rows = per_task_rows(spec.suite, curves, agents, tasks, budgets)
     write_csv(report_dir / "per_task.csv", rows)
 
-    aggregate_rows, notes = [], []
+    aggregate_rows, notes = [], left_out + diverged_notes(rows)
     for budget in budgets:
-        matrices, missing = score_matrices(spec.suite, curves, agents, tasks, budget)
+        matrices, missing, dropped = score_matrices(spec.suite, curves, agents, tasks, budget)
         for agent, reason in missing.items():
             notes.append(f"{agent} at {budget} frames: not aggregated, no complete runs for {', '.join(reason)}")
+        for agent, by_seed in dropped.items():
+            notes += [f"{agent} at {budget} frames: seed {seed} left out of the aggregates, no finite score at this "
+                      f"budget on {', '.join(lacking)}" for seed, lacking in by_seed.items()]
         for agent, values in aggregate(matrices, reps=reps).items():
             for metric, (point, low, high) in values.items():
                 aggregate_rows.append({"agent": agent, "frames": budget, "metric": metric, "value": point,
@@ -674,6 +832,9 @@ def command(spec_name: str, agents: str | None = None, seeds: int | None = None,
     """`crl bench`: runs what is missing, then writes the report. 0 when every run finished."""
     from crl import envs, registry
 
+    for flag, value in (("--frames", frames), ("--seeds", seeds), ("--reps", reps)):
+        if value is not None and not is_positive_int(value):
+            raise SpecError(f"{flag} must be a positive integer, got {value!r}")
     spec = load_spec(spec_name)
     out_dir = Path(out) if out else Path("runs") / "bench" / spec.name
     task_list = split_list(tasks) or spec.tasks
@@ -681,20 +842,25 @@ def command(spec_name: str, agents: str | None = None, seeds: int | None = None,
         suite, _ = envs.check_env_id(task)
         if suite not in SUITE_PREFIXES[spec.suite]:
             raise SpecError(f"--tasks: {task!r} is not a {spec.suite} task (spec {spec.path})")
+        if problem := unscorable_task(task):
+            raise SpecError(f"--tasks {problem}")
     agent_list = split_list(agents) or (discover_agents(out_dir) if report_only else None)
     if not agent_list:
         raise SpecError("crl bench needs --agents a,b (`crl list agents`)" if not report_only else
                         f"--report-only found no agent directories in {out_dir}; pass --agents")
+    for flag, items in (("--tasks", task_list), ("--agents", agent_list)):
+        if repeated := duplicates(items):
+            raise SpecError(f"{flag} lists {', '.join(repeated)} more than once")
     for agent in agent_list:
         registry.agent_module(agent)  # an unknown name fails here, naming the valid ones
     seed_list = list(range(seeds if seeds is not None else spec.seeds))
-    budget = frames or spec.frames
+    budget = frames if frames is not None else spec.frames
     outcomes = []
+    runs = plan(spec, agent_list, seed_list, out_dir, task_list, frames=frames, preset=preset)
     if not report_only:
-        runs = plan(spec, agent_list, seed_list, out_dir, task_list, frames=frames, preset=preset)
         outcomes = run_all(runs)
         counts = {s: sum(o["status"] == s for o in outcomes) for s in ("trained", "resumed", "restarted", "skipped", "failed")}
         print("runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
-    path = report(spec, out_dir, agent_list, task_list, seed_list, budget, reps=reps, outcomes=outcomes)
+    path = report(spec, out_dir, agent_list, task_list, seed_list, budget, reps=reps, outcomes=outcomes, planned=runs)
     print(f"report: {path}")
     return 1 if any(o["status"] == "failed" for o in outcomes) else 0

@@ -59,17 +59,11 @@ def cmd_resume(args: argparse.Namespace, overrides: dict) -> int:
     from crl import train
     from crl.checkpoint import CheckpointError
 
-    run_dir = Path(args.resume)
-    config = train.read_run_config(run_dir)
-    if args.agent != config["agent"]:
-        raise CheckpointError(f"{run_dir} was trained by agent {config['agent']!r}, not {args.agent!r}")
-    changed = {k: v for k, v in overrides.items() if k not in train.RESUMABLE_FIELDS}
-    changed = {k: v for k, v in changed.items() if str(config["run"].get(k, config["agent_config"].get(k))) != str(v)}
-    if changed or args.preset:
-        raise CheckpointError(f"cannot change {', '.join(changed) or 'the preset'} when resuming {run_dir}; "
+    if args.preset:
+        raise CheckpointError(f"cannot change the preset when resuming {args.resume}; "
                               f"only {', '.join(sorted(train.RESUMABLE_FIELDS))} may change")
-    result = train.resume(run_dir, frames=int(overrides["frames"]) if "frames" in overrides else None)
-    print(f"final evaluation: {json.dumps(result)}; run directory: {run_dir}")
+    result = train.resume(args.resume, agent=args.agent, overrides=overrides)
+    print(f"final evaluation: {json.dumps(result)}; run directory: {args.resume}")
     return 0
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import numbers
 import typing
 from typing import Any
 
@@ -36,9 +38,8 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], name)
     if origin in (tuple, list):
-        items = value.split(",") if isinstance(value, str) else list(value)
         item_type = args[0] if args else str
-        converted = [_coerce(v, item_type, name) for v in items if v != ""]
+        converted = [_coerce(v, item_type, name) for v in _items(value, name) if v != ""]
         return tuple(converted) if origin is tuple else converted
     if annotation is bool:
         if isinstance(value, bool):
@@ -48,14 +49,45 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         if str(value).lower() in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"field {name!r} expects a boolean, got {value!r}")
-    if annotation in (int, float, str):
+    if annotation is int:
+        return _whole_number(value, name)
+    if annotation in (float, str):
         try:
-            if annotation is int and isinstance(value, str):
-                return int(float(value)) if "e" in value.lower() else int(value)
             return annotation(value)
         except (TypeError, ValueError):
             raise ConfigError(f"field {name!r} expects {annotation.__name__}, got {value!r}") from None
     return value
+
+
+def _items(value: Any, name: str) -> list:
+    """The items of a list field: "256,256" from --set, a YAML list, or one YAML scalar (as a
+    single "256" from --set is a one-item list)."""
+    if isinstance(value, str):
+        return value.split(",")
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, (int, float)):
+        return [value]
+    raise ConfigError(f"field {name!r} expects a list (e.g. 256,256), got {value!r}")
+
+
+def _whole_number(value: Any, name: str) -> int:
+    """An int from an int, a string or a float that is a finite whole number ("1e5" is 100000);
+    anything else ("1e-3", 2.5, "1e999") is an error rather than truncated."""
+    number = value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+    if isinstance(number, numbers.Integral) and not isinstance(number, bool):
+        return int(number)
+    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+        return int(number)
+    raise ConfigError(f"field {name!r} expects a whole number (int), got {value!r}")
 
 
 def replace(config, overrides: dict[str, Any], where: str):

@@ -40,11 +40,32 @@ KINDS = ("train", "eval")
 def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     if not path.exists() or path.stat().st_size == 0:
         return [], []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        fields = list(reader.fieldnames or [])
-        rows = [row for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields = list(reader.fieldnames or [])
+            rows = [row for row in reader]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path} is not a readable CSV file: {e}") from None
     return fields, rows
+
+
+def _complete_rows(path: Path, rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows of a CSV file written before a crash, less a partial last line (the file does not
+    end in a newline) and any row that does not have the header's width."""
+    if _ends_mid_line(path):
+        rows = rows[:-1]
+    # DictReader files surplus cells under the key None and gives missing ones the value None
+    return [r for r in rows if None not in r and None not in r.values()]
+
+
+def _ends_mid_line(path: Path) -> bool:
+    """Whether a non-empty file's last line lacks its newline (a write cut short)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) not in (b"\n", b"\r")
 
 
 def _csv_bytes(fields: list[str], rows: list[Mapping[str, Any]]) -> bytes:
@@ -80,9 +101,10 @@ class Logger:
 
     A new Logger (``resume_frames=None``) starts the CSV files afresh (existing ones are
     replaced). With ``resume_frames=F`` it continues a run: rows with ``frames > F`` are dropped
-    from both CSV files, ``wall_time`` continues from the largest remaining value, and the
-    TensorBoard writer purges events logged at steps after F (``purge_step=F + 1``: the points at
-    exactly F, written before the checkpoint at F, stay, as they do in the CSV).
+    from both CSV files, and so are a last line cut short by a crash and rows of the wrong width;
+    ``wall_time`` continues from the largest remaining value, and the TensorBoard writer purges
+    events logged at steps after F (``purge_step=F + 1``: the points at exactly F, written before
+    the checkpoint at F, stay, as they do in the CSV).
     """
 
     def __init__(
@@ -112,9 +134,12 @@ class Logger:
                     path.unlink()
                 continue
             fields, rows = _read_csv(path)
+            if fields and not rows and _ends_mid_line(path):
+                path.unlink()  # the header itself was cut short
+                continue
             if not fields:
                 continue
-            kept = [r for r in rows if _counter_of(r, step_counter) <= resume_frames]
+            kept = [r for r in _complete_rows(path, rows) if _counter_of(r, step_counter) <= resume_frames]
             if len(kept) != len(rows):
                 atomic_write_bytes(path, _csv_bytes(fields, kept))
             self._fields[kind] = fields
@@ -144,6 +169,8 @@ class Logger:
         path = self.csv_path(kind)
         new = not path.exists() or path.stat().st_size == 0
         f = open(path, "a", newline="")
+        if not new and _ends_mid_line(path):
+            f.write("\r\n")  # a row appended to an unfinished line would merge into it
         writer = csv.DictWriter(f, fieldnames=fields, restval="", extrasaction="raise")
         if new:
             writer.writeheader()
@@ -250,6 +277,7 @@ class Progress:
         *,
         initial: int = 0,
         desc: str | None = None,
+        unit: str = "frame",
         disable: bool = False,
         file=None,
         non_tty_interval: float = 30.0,
@@ -263,7 +291,7 @@ class Progress:
             total=int(total),
             initial=int(initial),
             desc=desc,
-            unit="frame",
+            unit=unit,
             unit_scale=True,
             dynamic_ncols=tty,
             mininterval=0.5 if tty else non_tty_interval,

@@ -8,6 +8,7 @@ import contextlib
 import math
 from typing import Sequence
 
+import gymnasium as gym
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -340,6 +341,17 @@ def rolled(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     (a shift of 0, probability 1/B, keeps the batch as it is, as theirs can)."""
     shift = int(torch.randint(0, x.shape[0], (), generator=generator))
     return torch.roll(x, shift, dims=0)
+
+
+def require_continuous_actions(agent: str, action_space) -> None:
+    """A clear error where an env's actions do not fit the agent (else a crash deep in the env)."""
+    if not isinstance(action_space, gym.spaces.Box):
+        raise ValueError(f"{agent} needs continuous (Box) actions; the env's action space is {action_space}")
+
+
+def require_discrete_actions(agent: str, action_space) -> None:
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise ValueError(f"{agent} needs discrete (Discrete) actions; the env's action space is {action_space}")
 
 
 ACTOR_GOALS = ("future", "random", "both")

@@ -7,7 +7,6 @@ frames), `agent_steps` (decisions, summed over vector envs) and `updates` (gradi
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import random
 import shlex
 import sys
@@ -20,8 +19,8 @@ import numpy as np
 import torch
 
 from crl import envs
-from crl.checkpoint import CheckpointManager, load_checkpoint
-from crl.config import ConfigError, field_names, from_dict, to_dict, unknown_field_error
+from crl.checkpoint import CheckpointError, CheckpointManager, check_compatible, load_checkpoint
+from crl.config import ConfigError, field_names, from_dict, replace, to_dict, unknown_field_error
 from crl.logger import Logger, Progress, save_video, write_config
 from crl.registry import agent_module
 from crl.replay import EpisodeReplay, NothingToSample
@@ -52,10 +51,34 @@ class RunConfig:
     eval_every_updates: int = 10_000  # offline runs
     device: str = "auto"
 
+    def __post_init__(self):
+        check_run_values(self)
+
 
 # Fields that may differ between a checkpoint and the run that resumes or evaluates it.
 RESUMABLE_FIELDS = {"frames", "updates", "eval_every_updates", "eval_every_frames", "eval_episodes", "checkpoint_every_frames",
                     "keep_checkpoints", "video", "device"}
+
+POSITIVE_RUN_FIELDS = ("frames", "update_every", "eval_every_frames", "eval_episodes", "replay_capacity", "num_envs",
+                       "keep_checkpoints", "image_size", "updates", "eval_every_updates")
+NON_NEGATIVE_RUN_FIELDS = ("seed", "seed_frames", "updates_per_round", "checkpoint_every_frames", "action_repeat")
+
+
+def check_run_values(run: RunConfig) -> None:
+    """Budgets, intervals and counts that the loop divides by or counts down, checked before any
+    env is built (a 0 would fail later, deep in the loop or in gymnasium)."""
+    for name in POSITIVE_RUN_FIELDS:
+        if getattr(run, name) <= 0:
+            raise ConfigError(f"run config field {name!r} must be positive (> 0), got {getattr(run, name)!r}")
+    for name in NON_NEGATIVE_RUN_FIELDS:
+        if getattr(run, name) < 0:
+            raise ConfigError(f"run config field {name!r} must be >= 0, got {getattr(run, name)!r}")
+
+
+def check_batch_size(agent_name: str, agent_config) -> None:
+    batch_size = getattr(agent_config, "batch_size", 1)
+    if batch_size <= 0:
+        raise ConfigError(f"{agent_name} config field 'batch_size' must be positive (> 0), got {batch_size!r}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,7 +119,9 @@ def build_configs(agent_name: str, preset: str | None, overrides: dict[str, Any]
         settings.update(presets[preset])
     settings.update(overrides)
     run, agent = split_settings(agent_name, settings, f"preset {preset!r} / --set" if preset else "--set")
-    return from_dict(RunConfig, run, "run config"), from_dict(module.Config, agent, f"{agent_name} config")
+    agent_config = from_dict(module.Config, agent, f"{agent_name} config")
+    check_batch_size(agent_name, agent_config)
+    return from_dict(RunConfig, run, "run config"), agent_config
 
 
 def env_options(run: RunConfig, training: bool) -> dict[str, Any]:
@@ -381,24 +406,30 @@ def train(agent_name: str, run: RunConfig, agent_config, run_dir: str | Path) ->
         trainer.close()
 
 
-def resume(run_dir: str | Path, frames: int | None = None) -> dict[str, float]:
-    """Continues a run from its latest readable checkpoint, on the same curve."""
+def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = None,
+           overrides: dict[str, Any] | None = None) -> dict[str, float]:
+    """Continues a run from its latest readable checkpoint, on the same curve.
+
+    `agent`, when given, is the agent asked for: config.yaml and the checkpoint must name it.
+    `overrides` (`--set` values; `frames` too) may change the RESUMABLE_FIELDS, which config.yaml
+    then records; any other field must keep its saved value. Everything is checked before the run
+    directory is touched."""
     run_dir = Path(run_dir)
-    if (run_dir / "config.yaml").is_file():
-        own_loop = agent_module(read_run_config(run_dir)["agent"])
+    overrides = dict(overrides or {}) | ({"frames": frames} if frames is not None else {})
+    recorded = recorded_config(run_dir)
+    if recorded is not None:
+        check_asked_agent(agent, recorded["agent"], run_dir / "config.yaml")
+        own_loop = agent_module(recorded["agent"])
         if hasattr(own_loop, "resume_run"):
-            return own_loop.resume_run(run_dir, frames)
+            return own_loop.resume_run(run_dir, overrides.get("frames"))
     manager = CheckpointManager(run_dir / "checkpoints")
     payload = manager.load_latest()
     if payload is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from ({run_dir / 'checkpoints'} is empty)")
-    config = payload["config"]
-    agent_name = config["agent"]
-    module = agent_module(agent_name)
-    run = from_dict(RunConfig, config["run"], f"{run_dir}/config")
-    if frames is not None:
-        run = dataclasses.replace(run, frames=frames)
-    agent_config = from_dict(module.Config, config["agent_config"], f"{run_dir}/config")
+    check_checkpoint_keys(payload, manager.loaded_path, RESUME_KEYS)
+    check_checkpoint_fits(payload, manager.loaded_path, agent, recorded, run_dir / "config.yaml")
+    agent_name = payload["agent"]
+    run, agent_config = resumed_configs(agent_name, payload["config"], overrides, manager.loaded_path)
     trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
     trainer.restore(payload)
     write_config(run_dir, trainer.config_dict())
@@ -413,6 +444,108 @@ def read_run_config(run_dir: str | Path) -> dict:
     from crl.logger import read_config
 
     return read_config(run_dir)
+
+
+# The keys of config.yaml (and of a checkpoint's "config") that resume and evaluation read.
+RUN_CONFIG_KEYS = ("agent", "run", "agent_config")
+# What a checkpoint must hold to be evaluated / resumed: key -> the keys its value must hold.
+EVAL_KEYS = {"config": RUN_CONFIG_KEYS, "counters": ("frames",), "agent_state": ()}
+RESUME_KEYS = EVAL_KEYS | {"agent": (), "counters": ("frames", "agent_steps", "updates"), "replay": (),
+                           "rng": ("torch", "numpy", "action_space", "python")}
+OFFLINE_RESUME_KEYS = {"agent": (), "config": RUN_CONFIG_KEYS, "agent_state": (), "counters": ("frames", "agent_steps", "updates"), "rng": ("torch", "replay")}
+IGNORED_WHEN_RESUMING = frozenset(f"run.{name}" for name in RESUMABLE_FIELDS)
+
+
+def recorded_config(run_dir: Path) -> dict | None:
+    """config.yaml of a run directory (None where there is none), with the keys resume reads."""
+    if not (run_dir / "config.yaml").is_file():
+        return None
+    config = read_run_config(run_dir)
+    check_run_config_shape(config, f"config file {run_dir / 'config.yaml'}", ConfigError)
+    return config
+
+
+def check_run_config_shape(config: Any, where: str, error: type[Exception]) -> None:
+    """A recorded run config: a mapping whose `agent` is a name and whose `run` and `agent_config`
+    are mappings (else the typed reading fails far from the file)."""
+    require_keys(config, RUN_CONFIG_KEYS, where, error)
+    kinds = {"agent": (str, "an agent name"), "run": (dict, "a mapping"), "agent_config": (dict, "a mapping")}
+    for key, (kind, what) in kinds.items():
+        if not isinstance(config[key], kind):
+            raise error(f"{where}: {key!r} must be {what}, got {config[key]!r}")
+
+
+def require_keys(mapping: Any, keys, where: str, error: type[Exception]) -> None:
+    if keys and not isinstance(mapping, dict):
+        raise error(f"{where} must be a mapping holding {', '.join(map(repr, keys))}, got {type(mapping).__name__}")
+    missing = [key for key in keys if key not in mapping]
+    if missing:
+        raise error(f"{where} lacks the key{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))} "
+                    f"(it has {', '.join(map(repr, mapping)) or 'none'})")
+
+
+def check_checkpoint_keys(payload: dict, path: Path, required: dict[str, tuple]) -> None:
+    require_keys(payload, required, f"checkpoint {path}", CheckpointError)
+    for key, inner in required.items():
+        require_keys(payload[key], inner, f"checkpoint {path}: {key!r}", CheckpointError)
+    if "config" in required:
+        check_run_config_shape(payload["config"], f"checkpoint {path}: 'config'", CheckpointError)
+    if "agent" in required and not isinstance(payload["agent"], str):
+        raise CheckpointError(f"checkpoint {path}: 'agent' must be an agent name, got {payload['agent']!r}")
+
+
+def check_asked_agent(asked: str | None, recorded: str, config_path: Path) -> None:
+    if asked is not None and asked != recorded:
+        raise CheckpointError(f"{config_path} records agent {recorded!r}, not {asked!r} (the agent asked for); "
+                              f"resume it as `crl train {recorded} --resume {config_path.parent}`")
+
+
+def check_checkpoint_fits(payload: dict, path: Path, asked: str | None, recorded: dict | None,
+                          config_path: Path) -> None:
+    """The checkpoint must hold the agent asked for and the config that config.yaml records
+    (fields a resume may change aside): a checkpoint of another run is refused, not trained on."""
+    expected = asked or (recorded["agent"] if recorded else payload["agent"])
+    if payload["agent"] != expected:
+        source = ("was asked for" + (f"; {config_path} records {recorded['agent']!r}" if recorded else "")
+                  if asked else f"is what {config_path} records")
+        raise CheckpointError(f"checkpoint {path} holds agent {payload['agent']!r}, but agent {expected!r} {source}: "
+                              "refusing to resume from another agent's checkpoint")
+    if recorded is None:
+        return
+    # compared as typed configs: a field that one side lacks (added to the agent since) takes its
+    # default on both, as it will in the resumed run
+    saved = {"agent": payload["agent"], "config": typed_config(payload["config"], f"checkpoint {path}")}
+    try:
+        check_compatible(saved, expected, typed_config(recorded, str(config_path)), path, ignore=IGNORED_WHEN_RESUMING)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error} ('now' is what {config_path} records)") from None
+
+
+def typed_config(config: dict, where: str) -> dict:
+    module = agent_module(config["agent"])
+    return {"agent": config["agent"], "run": to_dict(from_dict(RunConfig, config["run"], where)),
+            "agent_config": to_dict(from_dict(module.Config, config["agent_config"], where))}
+
+
+def resumed_configs(agent_name: str, saved: dict, overrides: dict[str, Any], path: Path):
+    """The checkpoint's RunConfig and agent Config with `overrides` applied. An override of a field
+    outside RESUMABLE_FIELDS must equal the saved value once typed (lr=1e-3 is 0.001)."""
+    module = agent_module(agent_name)
+    run = from_dict(RunConfig, saved["run"], f"checkpoint {path}")
+    agent_config = from_dict(module.Config, saved["agent_config"], f"checkpoint {path}")
+    run_changes, agent_changes = split_settings(agent_name, overrides, "--set")
+    new_run, new_agent_config = replace(run, run_changes, "--set"), replace(agent_config, agent_changes, "--set")
+    changed = [f"{name} ({value_of(name, run, agent_config)!r} -> {value_of(name, new_run, new_agent_config)!r})"
+               for name in overrides if name not in RESUMABLE_FIELDS
+               and value_of(name, run, agent_config) != value_of(name, new_run, new_agent_config)]
+    if changed:
+        raise CheckpointError(f"cannot change {', '.join(changed)} when resuming from {path}; "
+                              f"only {', '.join(sorted(RESUMABLE_FIELDS))} may change")
+    return new_run, new_agent_config
+
+
+def value_of(name: str, run: RunConfig, agent_config) -> Any:
+    return getattr(run, name) if name in field_names(RunConfig) else getattr(agent_config, name)
 
 
 def train_offline(agent_name: str, run: RunConfig, agent_config, replay: EpisodeReplay,
@@ -440,6 +573,8 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
         counters = {"frames": 0, "agent_steps": 0, "updates": 0}
         payload = manager.load_latest() if manager.latest() is not None else None
         if payload is not None:
+            check_checkpoint_keys(payload, manager.loaded_path, OFFLINE_RESUME_KEYS)
+            check_offline_checkpoint_fits(payload, manager.loaded_path, agent_name, run, agent_config)
             agent.load_state_dict(payload["agent_state"])
             counters = dict(payload["counters"])
             torch.set_rng_state(payload["rng"]["torch"])
@@ -455,7 +590,7 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
                          frames=counters["updates"])
 
         result: dict[str, float] = {}
-        progress = Progress(total=run.updates, initial=counters["updates"], desc="updates")
+        progress = Progress(total=run.updates, initial=counters["updates"], desc="updates", unit="update")
         resume_at = counters["updates"] if payload is not None else None
         try:
             with Logger(run_dir, resume_frames=resume_at, step_counter="updates") as logger:
@@ -475,6 +610,17 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
         return result
 
 
+def check_offline_checkpoint_fits(payload: dict, path: Path, agent_name: str, run: RunConfig, agent_config) -> None:
+    """An offline run directory is resumed only by the agent and configs that made it (the
+    RESUMABLE_FIELDS aside): another agent's or config's checkpoint is refused, not trained on."""
+    if payload["agent"] != agent_name:
+        raise CheckpointError(f"checkpoint {path} holds agent {payload['agent']!r}, not {agent_name!r} (the agent "
+                              "asked for): use another --logdir, or the agent that made it")
+    now = {"agent": agent_name, "run": to_dict(run), "agent_config": to_dict(agent_config)}
+    saved = {"agent": payload["agent"], "config": typed_config(payload["config"], f"checkpoint {path}")}
+    check_compatible(saved, agent_name, now, path, ignore=IGNORED_WHEN_RESUMING)
+
+
 @dataclass
 class LoadedCheckpoint:
     agent: Any
@@ -489,13 +635,15 @@ def load_agent(path: str | Path) -> LoadedCheckpoint:
     evaluation env with its saved weights."""
     path = Path(path)
     if path.is_dir():
-        payload = CheckpointManager(path / "checkpoints").load_latest()
+        manager = CheckpointManager(path / "checkpoints")
+        payload = manager.load_latest()
         if payload is None:
             raise FileNotFoundError(f"{path} holds no crl checkpoint (looked in {path / 'checkpoints'})")
-        run_dir = path
+        run_dir, checkpoint = path, manager.loaded_path
     else:
         payload = load_checkpoint(path)
-        run_dir = path.parent.parent
+        run_dir, checkpoint = path.parent.parent, path
+    check_checkpoint_keys(payload, checkpoint, EVAL_KEYS)
     config = payload["config"]
     module = agent_module(config["agent"])
     run = from_dict(RunConfig, config["run"], f"checkpoint {path}")

@@ -136,7 +136,7 @@ def test_per_task_table_and_report_from_run_directories(tmp_path):
                                                                   "dmc:cartpole-swingup, dmc:walker-walk")
                                       .replace("report_frames: [1000, 2000]", "report_frames: [100000, 500000]")))
     tasks, agents = ["dmc:cartpole-swingup", "dmc:walker-walk"], ["drq", "sac"]
-    curves = bench.collect(out, agents, tasks, [0, 1, 2])
+    curves, _ = bench.collect(out, agents, tasks, [0, 1, 2])
     rows = bench.per_task_rows("dmc", curves, agents, tasks, [100_000])
     by_key = {(r["agent"], r["task"]): r for r in rows}
     drq = by_key[("drq", "dmc:cartpole-swingup")]
@@ -146,7 +146,7 @@ def test_per_task_table_and_report_from_run_directories(tmp_path):
     sac_walker = by_key[("sac", "dmc:walker-walk")]
     assert sac_walker["seeds"] == 2 and sac_walker["mean"] == pytest.approx(250.5)  # seed 2 never reached 100k
 
-    matrices, missing = bench.score_matrices("dmc", curves, agents, tasks, 100_000)
+    matrices, missing, _ = bench.score_matrices("dmc", curves, agents, tasks, 100_000)
     np.testing.assert_allclose(matrices["drq"], np.array([[700, 500], [710, 510], [720, 520]]) / 1000)
     assert matrices["sac"].shape == (2, 2) and not missing  # seeds common to both tasks
 
@@ -166,8 +166,8 @@ def test_per_task_table_and_report_from_run_directories(tmp_path):
 def test_an_agent_missing_a_task_is_not_aggregated(tmp_path):
     out = tmp_path / "out"
     write_eval(bench.run_dir_of(out, "drq", "dmc:walker-walk", 0), [(100_000, 300)])
-    curves = bench.collect(out, ["drq"], ["dmc:walker-walk", "dmc:cheetah-run"], [0])
-    matrices, missing = bench.score_matrices("dmc", curves, ["drq"], ["dmc:walker-walk", "dmc:cheetah-run"], 100_000)
+    curves, _ = bench.collect(out, ["drq"], ["dmc:walker-walk", "dmc:cheetah-run"], [0])
+    matrices, missing, _ = bench.score_matrices("dmc", curves, ["drq"], ["dmc:walker-walk", "dmc:cheetah-run"], 100_000)
     assert not matrices and missing == {"drq": ["dmc:cheetah-run"]}
 
 
@@ -297,9 +297,10 @@ def test_cli_runs_skips_resumes_restarts_and_reports(tmp_path, monkeypatch, caps
     write_eval(run_dir, [(1000, 1.0)])
     resumed = []
     real_resume = train.resume
-    monkeypatch.setattr(train, "resume", lambda *a, **k: resumed.append(a) or real_resume(*a, **k))
+    monkeypatch.setattr(train, "resume", lambda *a, **k: resumed.append(k) or real_resume(*a, **k))
     assert bench.run_state(run_dir, 2000) == "resume"
     assert [o["status"] for o in bench.run_all(runs)] == ["resumed"] and len(resumed) == 1
+    assert resumed[0]["agent"] == "sac" and resumed[0]["overrides"]["frames"] == 2000
     rows = read_csv(run_dir / "eval.csv")
     assert [int(r["frames"]) for r in rows] == [1000, 2000] and rows[0]["episode_return"] == "1.0"
 
@@ -344,13 +345,195 @@ def test_atari_table_and_aggregate_use_human_normalised_scores(tmp_path):
     out = tmp_path / "out"
     for seed, score in enumerate((-20.7, 14.6)):
         write_eval(bench.run_dir_of(out, "sb3-dqn", "atari:Pong", seed), [(400_002, score)])
-    curves = bench.collect(out, ["sb3-dqn"], ["atari:Pong"], [0, 1])
+    curves, _ = bench.collect(out, ["sb3-dqn"], ["atari:Pong"], [0, 1])
     (row,) = bench.per_task_rows("atari", curves, ["sb3-dqn"], ["atari:Pong"], [400_000])
     assert row["seeds"] == 2 and row["normalized_mean"] == pytest.approx(0.5)
     assert (row["random"], row["human"]) == (-20.7, 14.6)
-    matrices, _ = bench.score_matrices("atari", curves, ["sb3-dqn"], ["atari:Pong"], 400_000)
+    matrices, _, _ = bench.score_matrices("atari", curves, ["sb3-dqn"], ["atari:Pong"], 400_000)
     np.testing.assert_allclose(matrices["sb3-dqn"], [[0.0], [1.0]], atol=1e-12)
     assert "| atari:Pong | 400000 | sb3-dqn | -3.0 ± 17.6 | 2 | 0.500 | -20.7 | 14.6 |" in bench.per_task_markdown("atari", [row])
     path = bench.report(bench.load_spec("atari100k"), out, ["sb3-dqn"], ["atari:Pong"], [0, 1], frames=400_000, reps=100)
     assert "| sb3-dqn | 400000 | iqm | 0.500 |" in path.read_text()
     assert (out / "report" / "plots" / "atari_Pong.png").is_file()
+
+
+# -- review fixes ------------------------------------------------------------------------------
+
+def made_with(run, **changes):
+    """A finished run directory of `run` whose config.yaml records `changes` to its run settings."""
+    from crl.config import to_dict
+    from crl.logger import write_config
+
+    write_eval(run.run_dir, [(run.run.frames, 1.0)])
+    write_config(run.run_dir, {"agent": run.agent, "run": {**to_dict(run.run), **changes},
+                               "agent_config": to_dict(run.agent_config)})
+
+
+def test_a_run_made_with_other_run_settings_is_refused_not_skipped_or_resumed(tmp_path, monkeypatch):
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC))
+    same, changed, resumable = bench.plan(spec, ["sac"], [0, 1, 2], tmp_path / "out")
+    made_with(same, frames=1000, device="cpu", checkpoint_every_frames=500)  # free to differ
+    made_with(changed, eval_episodes=3, image_size=64, visuals="fast")
+    made_with(resumable, action_repeat=4)
+    write_eval(resumable.run_dir, [(1000, 1.0)])
+    (resumable.run_dir / "checkpoints").mkdir()
+    (resumable.run_dir / "checkpoints" / "ckpt_000000001000.pt").write_bytes(b"")
+    assert bench.run_state(resumable.run_dir, 2000) == "resume"
+    monkeypatch.setattr(train, "resume", lambda *a, **k: pytest.fail("resumed a run made with other settings"))
+    outcomes = bench.run_all([same, changed, resumable])
+    assert [o["status"] for o in outcomes] == ["skipped", "failed", "failed"]
+    assert str(changed.run_dir) in outcomes[1]["error"]
+    for difference in ("eval_episodes: 3 -> 1", "image_size: 64 -> 84", "visuals: 'fast' -> 'standard'"):
+        assert difference in outcomes[1]["error"]
+    assert "action_repeat: 4 -> 0" in outcomes[2]["error"] and "frames" not in outcomes[2]["error"]
+
+
+def test_a_run_made_with_other_run_settings_is_left_out_of_the_report(tmp_path, capsys):
+    spec_path = write_spec(tmp_path, TINY_SPEC)
+    same, changed = bench.plan(bench.load_spec(spec_path), ["sac"], [0, 1], tmp_path / "out")
+    made_with(same)
+    write_eval(same.run_dir, [(1000, 100.0), (2000, 200.0)])
+    made_with(changed, eval_episodes=100)
+    write_eval(changed.run_dir, [(1000, 900.0), (2000, 900.0)])
+    argv = ["bench", str(spec_path), "--out", str(tmp_path / "out"), "--report-only", "--seeds", "2", "--reps", "100"]
+    assert cli.main(argv) == 0
+    (row,) = [r for r in read_csv(tmp_path / "out" / "report" / "per_task.csv") if r["frames"] == "2000"]
+    assert (row["seeds"], float(row["mean"])) == ("1", 200.0)
+    missing = (tmp_path / "out" / "report" / "report.md").read_text().split("## Missing", 1)[1]
+    assert ("sac on dmc-state:cartpole-balance seed 1: left out, made with other run settings than the spec's "
+            "(eval_episodes: 100 -> 1)") in missing
+
+
+@pytest.mark.parametrize("cell", ["", "abc"])
+def test_an_eval_row_whose_return_is_not_a_number_is_unreadable_not_diverged(tmp_path, cell):
+    run_dir = tmp_path / "run"
+    write_eval(run_dir, [(1000, cell)])
+    with pytest.raises(bench.UnreadableEval, match=rf"eval.csv: the row at 1000 frames has episode_return '{cell}'"):
+        bench.eval_rows(run_dir)
+    (run_dir / "eval.csv").write_text("frames,episode_return\n1000,1\x00\n")
+    with pytest.raises(bench.UnreadableEval, match="NUL bytes"):
+        bench.eval_rows(run_dir)
+
+
+def test_a_nan_final_eval_is_done_and_reported_as_diverged(tmp_path):
+    out = tmp_path / "out"
+    tasks = ["dmc:cartpole-balance", "dmc:walker-walk"]
+    for seed in (0, 1):
+        write_eval(bench.run_dir_of(out, "drq", tasks[1], seed), [(800, 100.0 + seed)])
+    write_eval(bench.run_dir_of(out, "drq", tasks[0], 0), [(400, 300.0), (800, float("nan"))])
+    write_eval(bench.run_dir_of(out, "drq", tasks[0], 1), [(400, 300.0), (800, 900.0)])
+    assert bench.run_state(bench.run_dir_of(out, "drq", tasks[0], 0), 800) == "done"
+
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC.replace("[dmc-state:cartpole-balance]", f"[{', '.join(tasks)}]")))
+    text = bench.report(spec, out, ["drq"], tasks, [0, 1], frames=800, reps=100).read_text()
+    assert "| dmc:cartpole-balance | 800 | drq | 900.0 ± 0.0; diverged: seed 0 | 1 |" in text
+    missing = text.split("## Missing", 1)[1]
+    assert "drq on dmc:cartpole-balance seed 0 at 800 frames: diverged" in missing
+    assert "drq at 800 frames: seed 0 left out of the aggregates, no finite score at this budget on dmc:cartpole-balance" in missing
+    (row,) = [r for r in read_csv(out / "report" / "per_task.csv") if r["task"] == tasks[0]]
+    assert (row["seeds"], row["diverged_seeds"]) == ("1", "0")
+
+
+def test_an_unreadable_eval_csv_is_named_and_the_other_runs_reported(tmp_path, capsys):
+    out = tmp_path / "out"
+    write_eval(bench.run_dir_of(out, "drq", "dmc:walker-walk", 0), [(1000, 100.0)])
+    garbage = bench.run_dir_of(out, "drq", "dmc:walker-walk", 1) / "eval.csv"
+    garbage.parent.mkdir(parents=True)
+    garbage.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(bench.UnreadableEval, match=str(garbage)):
+        bench.eval_rows(garbage.parent)
+    spec = write_spec(tmp_path, TINY_SPEC.replace("dmc-state:cartpole-balance", "dmc:walker-walk")
+                      .replace("report_frames: [1000, 2000]", "report_frames: [1000]"))
+    assert cli.main(["bench", str(spec), "--out", str(out), "--report-only", "--seeds", "2", "--reps", "100"]) == 0
+    text = (out / "report" / "report.md").read_text()
+    assert "| dmc:walker-walk | 1000 | drq | 100.0 ± 0.0 | 1 |" in text
+    assert f"drq on dmc:walker-walk seed 1: left out, unreadable: {garbage}" in text.split("## Missing", 1)[1]
+
+
+def test_an_eval_csv_that_is_a_directory_is_named_in_the_report_and_fails_its_run(tmp_path):
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC))
+    (run,) = bench.plan(spec, ["sac"], [0], tmp_path / "out")
+    (run.run_dir / "eval.csv").mkdir(parents=True)
+    curves, unreadable = bench.collect(tmp_path / "out", ["sac"], [run.task], [0])
+    assert curves == {} and unreadable == [f"sac on {run.task} seed 0: left out, unreadable: "
+                                           f"{run.run_dir / 'eval.csv'} is not a file (a directory?): "
+                                           "move it away to run or report this run"]
+    (outcome,) = bench.run_all([run])
+    assert outcome["status"] == "failed" and f"{run.run_dir / 'eval.csv'} is not a file" in outcome["error"]
+    assert (run.run_dir / "eval.csv").is_dir()  # nothing of it was touched
+
+
+def test_an_atari_game_without_reference_scores_is_rejected(tmp_path):
+    spec = write_spec(tmp_path, "suite: atari\ntasks: [atari:Pong, atari:Tetris]\nframes: 1000\n")
+    with pytest.raises(bench.SpecError, match=r"key 'tasks' holds 'atari:Tetris', whose game 'Tetris' is not in "
+                                              r".*atari100k_random_human.csv.*games: Alien, Amidar") as error:
+        bench.load_spec(spec)
+    assert str(spec) in str(error.value)
+    with pytest.raises(bench.SpecError, match=r"--tasks holds 'atari:Tetris'.*atari100k_random_human.csv"):
+        bench.command("atari100k", agents="sb3-dqn", tasks="atari:Pong,atari:Tetris", out=str(tmp_path / "out"))
+
+
+def test_duplicate_tasks_and_agents_are_rejected(tmp_path):
+    spec = write_spec(tmp_path, TINY_SPEC.replace("[dmc-state:cartpole-balance]",
+                                                  "[dmc-state:cartpole-balance, dmc-state:cartpole-balance]"))
+    with pytest.raises(bench.SpecError, match=f"spec {spec}: key 'tasks' lists dmc-state:cartpole-balance more than once"):
+        bench.load_spec(spec)
+    ok = write_spec(tmp_path, TINY_SPEC, name="ok")
+    with pytest.raises(bench.SpecError, match="--tasks lists dmc-state:cartpole-balance more than once"):
+        bench.command(str(ok), agents="sac", tasks="dmc-state:cartpole-balance,dmc-state:cartpole-balance",
+                      out=str(tmp_path / "out"))
+    with pytest.raises(bench.SpecError, match="--agents lists sac more than once"):
+        bench.command(str(ok), agents="sac,sac", out=str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("{frames: 400}", "for 'sac' holds 'frames', which the spec sets itself"),
+    ("{eval_every_frames: 0}", "for 'sac' holds 'eval_every_frames', which the spec sets itself"),
+    ("{seed: 7}", "for 'sac' holds 'seed', which the spec sets itself"),
+    ("{env: 'dmc:walker-walk'}", "for 'sac' holds 'env', which the spec sets itself"),
+    ("{actor_lrr: 0.1}", "for 'sac': unknown config field 'actor_lrr'.*Did you mean actor_lr"),
+])
+def test_overrides_get_the_checks_of_run_and_task_overrides(tmp_path, override, message):
+    path = write_spec(tmp_path, TINY_SPEC.replace("{hidden_dims: [32, 32], batch_size: 32}", override))
+    with pytest.raises(bench.SpecError, match=f"key 'overrides' {message}") as error:
+        bench.load_spec(path)
+    assert str(path) in str(error.value)
+    allowed = write_spec(tmp_path, TINY_SPEC.replace("batch_size: 32", "batch_size: 32, seed_frames: 300"), name="ok")
+    (run,) = bench.plan(bench.load_spec(allowed), ["sac"], [0], tmp_path / "out")
+    assert (run.run.seed_frames, run.run.frames, run.run.seed) == (300, 2000, 0)
+
+
+@pytest.mark.parametrize("flag, value", [("frames", 0), ("frames", -1), ("seeds", 0), ("seeds", -2),
+                                         ("reps", 0), ("reps", -5)])
+def test_bench_flags_must_be_positive(tmp_path, capsys, flag, value):
+    spec = write_spec(tmp_path, TINY_SPEC)
+    out = tmp_path / "out"
+    assert cli.main(["bench", str(spec), "--agents", "sac", "--out", str(out), f"--{flag}", str(value)]) == 2
+    assert f"--{flag} must be a positive integer, got {value}" in capsys.readouterr().err
+    assert not out.exists()  # nothing ran
+
+
+def test_report_frames_reject_booleans(tmp_path):
+    path = write_spec(tmp_path, TINY_SPEC.replace("report_frames: [1000, 2000]", "report_frames: [true]"))
+    with pytest.raises(bench.SpecError, match=r"key 'report_frames' must be a list of positive integers, got \[True\]"):
+        bench.load_spec(path)
+
+
+def test_a_missing_preset_key_is_named_in_the_unknown_preset_error(tmp_path):
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC.replace("preset: null\n", ""), name="ok"))
+    with pytest.raises(bench.SpecError, match=f"spec {spec.path} has no 'preset' key, so every agent takes the preset "
+                                              "named after the file.*unknown preset 'ok' for agent 'sac'"):
+        bench.plan(spec, ["sac"], [0], tmp_path / "out")
+    named = bench.load_spec(write_spec(tmp_path, TINY_SPEC.replace("preset: null", "presets: {sac: nope}")))
+    with pytest.raises(bench.SpecError, match=f"spec {named.path}: key 'presets' for 'sac': unknown preset 'nope'"):
+        bench.plan(named, ["sac"], [0], tmp_path / "out")
+
+
+def test_a_cut_short_last_eval_row_does_not_make_a_run_done(tmp_path):
+    run_dir = tmp_path / "run"
+    write_eval(run_dir, [(400, 299.4712)])
+    with open(run_dir / "eval.csv", "a", newline="") as f:
+        f.write("800,100,100,2.5,31")  # the crash came mid-row: 31 may be 310.25
+    frames, returns = bench.eval_rows(run_dir)
+    assert frames.tolist() == [400] and returns.tolist() == [299.4712]
+    assert bench.run_state(run_dir, 800) == "restart"

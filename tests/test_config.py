@@ -1,5 +1,6 @@
 """Configs: presets, overrides with types, unknown fields are errors naming the valid ones."""
 
+import numpy as np
 import pytest
 
 from crl import train
@@ -36,3 +37,37 @@ def test_bad_values():
         train.build_configs("sac", None, {"frames": "many"})
     with pytest.raises(ConfigError, match="field=value"):
         parse_assignments(["frames"])
+
+
+@pytest.mark.parametrize("value", ["1e-3", "2.5e0", "1e999", "nan", 2.5, True])
+def test_int_fields_take_only_whole_numbers(value):
+    with pytest.raises(ConfigError, match="field 'batch_size' expects a whole number"):
+        train.build_configs("sac", None, {"batch_size": value})
+
+
+def test_int_fields_take_whole_numbers_in_any_notation():
+    assert train.build_configs("sac", None, {"batch_size": "1e2"})[1].batch_size == 100
+    assert train.build_configs("sac", None, {"batch_size": 64.0})[1].batch_size == 64  # YAML 64.0
+    assert train.build_configs("sac", None, {"frames": "1e5"})[0].frames == 100_000
+    assert type(train.build_configs("sac", None, {"batch_size": np.int64(32)})[1].batch_size) is int
+
+
+def test_a_scalar_for_a_tuple_field_is_a_one_item_tuple():
+    assert train.build_configs("sac", None, {"hidden_dims": 256})[1].hidden_dims == (256,)  # YAML 256
+    assert train.build_configs("sac", None, parse_assignments(["hidden_dims=256"]))[1].hidden_dims == (256,)
+    with pytest.raises(ConfigError, match="field 'hidden_dims' expects a list"):
+        train.build_configs("sac", None, {"hidden_dims": {"width": 256}})
+
+
+@pytest.mark.parametrize("name,value,allowed", [
+    ("frames", -5, "positive"), ("eval_every_frames", 0, "positive"), ("num_envs", 0, "positive"),
+    ("eval_episodes", 0, "positive"), ("update_every", 0, "positive"), ("keep_checkpoints", 0, "positive"),
+    ("seed_frames", -1, ">= 0"), ("checkpoint_every_frames", -1, ">= 0"), ("seed", -1, ">= 0")])
+def test_run_values_out_of_range_are_refused_naming_field_and_value(name, value, allowed):
+    with pytest.raises(ConfigError, match=rf"run config field '{name}' must be {allowed}.*got {value}"):
+        train.build_configs("sac", None, {name: str(value)})
+
+
+def test_zero_batch_size_is_refused():
+    with pytest.raises(ConfigError, match="'batch_size' must be positive.*got 0"):
+        train.build_configs("sac", None, {"batch_size": "0"})

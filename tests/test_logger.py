@@ -96,6 +96,41 @@ def test_resume_drops_later_rows_and_continues_wall_time(tmp_path):
     assert not (tmp_path / "train.csv").exists()
 
 
+HEADER = "frames,agent_steps,updates,wall_time,episode_return\r\n"
+
+
+def test_resume_drops_a_cut_short_last_line_and_rows_of_the_wrong_width(tmp_path):
+    path = tmp_path / "eval.csv"
+    path.write_text(HEADER + "200,100,50,1.0,12.5\r\n" + "300,150,75,1.5,7.0,99\r\n" + "400,50,1,1.372,299.47",
+                    newline="")
+    with Logger(tmp_path, tensorboard=False, resume_frames=400) as log:
+        log.log("eval", _counters(800), {"episode_return": 3.0})
+    fields, rows = _rows(path)
+    assert fields == HEADER.strip().split(",")
+    assert [(r["frames"], r["episode_return"]) for r in rows] == [("200", "12.5"), ("800", "3.0")]
+    assert all(None not in r and None not in r.values() for r in rows)
+    with Logger(tmp_path, tensorboard=False, resume_frames=800) as log:  # and again: the run goes on
+        log.log("eval", _counters(1200), {"episode_return": 4.0})
+    assert [r["frames"] for r in _rows(path)[1]] == ["200", "800", "1200"]
+
+
+def test_resume_drops_a_cut_short_header(tmp_path):
+    (tmp_path / "eval.csv").write_text("frames,agent_st", newline="")
+    with Logger(tmp_path, tensorboard=False, resume_frames=0) as log:
+        log.log("eval", _counters(100), {"episode_return": 1.0})
+    fields, rows = _rows(tmp_path / "eval.csv")
+    assert fields[:2] == ["frames", "agent_steps"] and [r["frames"] for r in rows] == ["100"]
+
+
+def test_a_csv_that_is_not_utf8_is_named_in_the_error(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(ValueError, match=f"{path} is not a readable CSV file"):
+        Logger(tmp_path, tensorboard=False, resume_frames=100)
+    with pytest.raises(ValueError, match=f"{path} is not a readable CSV file"):
+        plot_curves(path, tmp_path / "curves.png")
+
+
 def test_tensorboard_scalars_and_resume_purge(tmp_path):
     with Logger(tmp_path) as log:
         for frames in (100, 200, 300):

@@ -116,3 +116,27 @@ def test_checkpointable_round_trips_modules_and_optimizers_and_names_missing_par
     assert b.opt.state_dict()["state"][0]["step"] == 1
     with pytest.raises(KeyError, match="Tiny state lacks opt, target"):
         Tiny(2).load_state_dict({"net": state["net"]})
+
+
+@pytest.mark.parametrize("name", ["sac", "drq", "drqv2", "curl", "gcrl", "gcbc", "td-infonce"])
+def test_continuous_agents_refuse_discrete_actions_by_name(name):
+    from gymnasium import spaces
+
+    from crl.registry import agent_module
+
+    module = agent_module(name)
+    pixels = spaces.Box(0, 255, (9, 84, 84), np.uint8)
+    with pytest.raises(ValueError, match=rf"{name} needs continuous \(Box\) actions; .* Discrete\(6\)"):
+        module.Agent(pixels, spaces.Discrete(6), module.Config())
+
+
+@pytest.mark.parametrize("name", ["drq-eps", "curl-rainbow"])
+def test_discrete_agents_refuse_continuous_actions_by_name(name):
+    from gymnasium import spaces
+
+    from crl.registry import agent_module
+
+    module = agent_module(name)
+    pixels = spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    with pytest.raises(ValueError, match=rf"{name} needs discrete \(Discrete\) actions; .* Box\(-1\.0, 1\.0, \(1,\)"):
+        module.Agent(pixels, spaces.Box(-1.0, 1.0, (1,), np.float32), module.Config())

@@ -180,3 +180,10 @@ def test_dqn_eval_actions_are_greedy_but_for_epsilon_random_ones():
     assert set(actions.tolist()) == set(range(num_actions))
     again = sb3.Policy(model, epsilon=0.5, seed=1)  # reproducible from its seed
     np.testing.assert_array_equal(np.concatenate([again.act(obs, explore=False) for _ in range(5)]), actions)
+
+
+def test_builders_refuse_action_spaces_sb3_cannot_take():
+    with pytest.raises(ValueError, match=r"sb3-sac needs continuous \(Box\) actions; .* Discrete\(6\)"):
+        sb3.build_sac(SimpleNamespace(action_space=gym.spaces.Discrete(6)), None, None, 1, "cpu")
+    with pytest.raises(ValueError, match=r"sb3-dqn needs discrete \(Discrete\) actions; .* Box\("):
+        sb3.build_dqn(SimpleNamespace(action_space=gym.spaces.Box(-1, 1, (2,))), None, None, 1, "cpu")

@@ -1,13 +1,15 @@
 """The online loop: counters, logs, checkpoints, resume after a crash, `crl eval`."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 
 from crl import train
-from crl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+from crl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
 from crl.cli import main
+from crl.logger import read_config, write_config
 
 ENV = "dmc-state:cartpole-swingup"  # 125 agent steps x repeat 8 = 1000 frames per episode
 SMALL = dict(env=ENV, frames=6000, seed_frames=1000, eval_every_frames=2000, eval_episodes=1,
@@ -158,9 +160,133 @@ def test_offline_loop_counts_updates_only_and_resumes(tmp_path):
         train.train_offline("sac", run, agent, EpisodeReplay(100), tmp_path / "empty")
 
 
+def test_offline_resume_refuses_another_config_or_agents_checkpoint(tmp_path):
+    from crl.checkpoint import HEADER_KEYS, CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
+
+    run, agent = configs(updates=20, eval_every_updates=20)
+    replay = random_dataset()
+    train.train_offline("sac", run, agent, replay, tmp_path / "off")
+    checkpoint = CheckpointManager(tmp_path / "off" / "checkpoints").latest()
+    other_lr = train.build_configs("sac", None, {**SMALL, "updates": 40, "eval_every_updates": 20, "actor_lr": 0.5})
+    with pytest.raises(CheckpointError, match=rf"{checkpoint}.*actor_lr"):
+        train.train_offline("sac", *other_lr, replay, tmp_path / "off")
+    payload = {key: value for key, value in load_checkpoint(checkpoint).items() if key not in HEADER_KEYS}
+    save_checkpoint(checkpoint, payload | {"agent": "td-infonce"})
+    with pytest.raises(CheckpointError, match=rf"{checkpoint} holds agent 'td-infonce', not 'sac'"):
+        train.train_offline("sac", run, agent, replay, tmp_path / "off")
+    assert list(pd.read_csv(tmp_path / "off" / "eval.csv").updates) == [20]  # nothing was trained on
+
+
 def test_two_async_envs_count_frames_and_steps(tmp_path):
     run, agent = configs(frames=4000, num_envs=2, checkpoint_every_frames=0)
     train.train("sac", run, agent, tmp_path / "vec")
     rows = pd.read_csv(tmp_path / "vec" / "eval.csv")
     assert list(rows.frames) == [2000, 4000] and list(rows.agent_steps) == [250, 500]
     assert len(pd.read_csv(tmp_path / "vec" / "train.csv")) == 4  # 2 episodes per env
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A small finished sac run (2000 frames, one eval, one checkpoint); tests resume copies of it."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    run, agent = configs(frames=2000, checkpoint_every_frames=0)
+    train.train("sac", run, agent, run_dir)
+    return run_dir
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    return shutil.copytree(finished_run, tmp_path / "run")
+
+
+def snapshot(run_dir):
+    return {p.relative_to(run_dir): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+def test_resume_refuses_a_checkpoint_of_another_agent_and_leaves_the_run_alone(run_copy, capsys):
+    write_config(run_copy, read_config(run_copy) | {"agent": "drq"})  # a drq run whose newest checkpoint is sac's
+    before = snapshot(run_copy)
+    assert main(["train", "drq", "--resume", str(run_copy)]) == 2
+    error = capsys.readouterr().err
+    latest = CheckpointManager(run_copy / "checkpoints").latest()
+    assert f"checkpoint {latest} holds agent 'sac', but agent 'drq' was asked for" in error
+    assert f"{run_copy / 'config.yaml'} records 'drq'" in error
+    with pytest.raises(CheckpointError, match=f"checkpoint {latest} holds agent 'sac'"):
+        train.resume(run_copy)  # no agent asked for: config.yaml's is expected
+    assert snapshot(run_copy) == before
+
+    config = read_config(run_copy) | {"agent": "sac"}
+    write_config(run_copy, config | {"agent_config": config["agent_config"] | {"batch_size": 64}})
+    before = snapshot(run_copy)
+    with pytest.raises(CheckpointError, match=r"agent_config.batch_size: 32 in the checkpoint, 64 now.*config.yaml"):
+        train.resume(run_copy, agent="sac")
+    assert snapshot(run_copy) == before
+
+
+def test_resume_refuses_an_agent_other_than_the_recorded_one(run_copy, capsys):
+    before = snapshot(run_copy)
+    assert main(["train", "drq", "--resume", str(run_copy)]) == 2
+    assert f"{run_copy / 'config.yaml'} records agent 'sac', not 'drq'" in capsys.readouterr().err
+    assert snapshot(run_copy) == before
+
+
+def test_resume_applies_and_records_the_resumable_fields(run_copy):
+    assert main(["train", "sac", "--resume", str(run_copy), "--frames", "4000", "--device", "cpu", "--set",
+                 "eval_every_frames=1000", "eval_episodes=2", "keep_checkpoints=1"]) == 0
+    assert list(pd.read_csv(run_copy / "eval.csv").frames) == [2000, 3000, 4000]
+    recorded = read_config(run_copy)["run"]
+    assert (recorded["frames"], recorded["eval_every_frames"], recorded["eval_episodes"]) == (4000, 1000, 2)
+    assert (recorded["device"], recorded["keep_checkpoints"]) == ("cpu", 1)
+    assert [p.name for p in CheckpointManager(run_copy / "checkpoints").list()] == [f"ckpt_{4000:012d}.pt"]
+
+
+def test_resume_compares_overrides_by_value_not_by_text(run_copy, capsys):
+    # recorded: hidden_dims [32, 32], batch_size 32, actor_lr 0.001
+    assert main(["train", "sac", "--resume", str(run_copy), "--set", "hidden_dims=32,32", "actor_lr=1e-3",
+                 "batch_size=3.2e1"]) == 0
+    capsys.readouterr()
+    before = snapshot(run_copy)
+    assert main(["train", "sac", "--resume", str(run_copy), "--set", "actor_lr=2e-3"]) == 2
+    assert "cannot change actor_lr (0.001 -> 0.002)" in capsys.readouterr().err
+    assert snapshot(run_copy) == before
+
+
+def test_missing_keys_in_a_checkpoint_or_config_name_the_file_and_key(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run, agent = configs()
+    write_config(run_dir, {"agent": "sac", "run": train.to_dict(run), "agent_config": train.to_dict(agent)})
+    checkpoint = run_dir / "checkpoints" / f"ckpt_{1000:012d}.pt"
+    checkpoint.parent.mkdir()
+    save_checkpoint(checkpoint, {"agent": "sac"})
+    assert main(["train", "sac", "--resume", str(run_dir)]) == 2
+    assert f"checkpoint {checkpoint} lacks the keys 'config'" in capsys.readouterr().err
+    assert main(["eval", str(run_dir)]) == 2
+    assert f"checkpoint {checkpoint} lacks the keys 'config'" in capsys.readouterr().err
+
+    write_config(run_dir, {"run": train.to_dict(run), "agent_config": train.to_dict(agent)})
+    assert main(["train", "sac", "--resume", str(run_dir)]) == 2
+    assert f"config file {run_dir / 'config.yaml'} lacks the key 'agent'" in capsys.readouterr().err
+
+    write_config(run_dir, {"agent": "sac", "run": None, "agent_config": train.to_dict(agent)})
+    assert main(["train", "sac", "--resume", str(run_dir)]) == 2
+    assert f"config file {run_dir / 'config.yaml'}: 'run' must be a mapping, got None" in capsys.readouterr().err
+
+    write_config(run_dir, {"agent": "sac", "run": train.to_dict(run), "agent_config": train.to_dict(agent)})
+    save_checkpoint(checkpoint, {"agent": "sac", "config": {"agent": 5, "run": {}, "agent_config": {}},
+                                 "counters": {"frames": 1000}, "agent_state": {}})
+    assert main(["eval", str(run_dir)]) == 2
+    assert f"checkpoint {checkpoint}: 'config': 'agent' must be an agent name, got 5" in capsys.readouterr().err
+
+
+def test_cli_refuses_out_of_range_run_values_before_building_anything(tmp_path, capsys):
+    logdir = tmp_path / "never"
+    assert main(["train", "sac", "--env", ENV, "--frames", "-5", "--logdir", str(logdir)]) == 2
+    assert "run config field 'frames' must be positive (> 0), got -5" in capsys.readouterr().err
+    assert main(["train", "sac", "--env", ENV, "--logdir", str(logdir), "--set", "eval_every_frames=0"]) == 2
+    assert "'eval_every_frames' must be positive (> 0), got 0" in capsys.readouterr().err
+    assert not logdir.exists()
+
+
+def test_cli_refuses_an_agent_whose_actions_do_not_fit_the_env(tmp_path, capsys):
+    assert main(["train", "drq-eps", "--env", ENV, "--frames", "1000", "--logdir", str(tmp_path / "run")]) == 2
+    assert "drq-eps needs discrete (Discrete) actions; the env's action space is Box(" in capsys.readouterr().err
