@@ -44,6 +44,10 @@ class Config:
     n_step: int = 3
     batch_size: int = 256
     lr: float = 1e-4  # encoder, actor and critic (the paper uses 8e-5 for humanoid)
+    # Not in DrQ-v2 (0 = the paper): action_l2 * mean(a^2) added to the actor loss, the quadratic
+    # action penalty of OpenAI Baselines' HER DDPG (`action_l2`). It keeps the tanh from saturating
+    # before the critic knows which action is better (the `cpu-smoke` preset, see there).
+    action_l2: float = 0.0
     feature_dim: int = 50
     hidden_dims: tuple[int, ...] = (1024, 1024)
     critic_tau: float = 0.01
@@ -75,16 +79,17 @@ PRESETS = {
     # The 2-core CPU: dmc:cartpole-balance in about 30 min with standard visuals, the convs in
     # bf16 where the CPU has bf16 units (an update at batch 128 then takes ~0.2 s with 2 threads;
     # ~0.7 s in fp32 on a 2-core AVX2 CPU, where 30 min hold only ~10k frames).
-    # The paper's action repeat 2. Seed-dependent at this budget, at either repeat: the
-    # deterministic actor can saturate to one action (evaluation return 136, the cart against the
-    # wall) and stay there. At repeat 8 (cartpole's usual) seeds 0 and 1 held 136 through 24k
-    # frames with bf16 convs, and seed 1 in every fp32 run; at repeat 2 seed 0 climbed to 440 by
-    # 16k frames while seed 1 held 136 (BENCHMARKS.md, "Pixel agents on CPU"). The std decays
-    # over the first 24k frames (the released schedule, 100k agent steps, would barely move in
-    # this budget). lr 3e-4 (the paper's 1e-4 passed 700 on balance only after ~9k updates at
-    # batch 256).
+    # The paper's action repeat 2. The std decays over the first 24k frames (the released
+    # schedule, 100k agent steps, would barely move in this budget). lr 3e-4 (the paper's 1e-4
+    # passed 700 on balance only after ~9k updates at batch 256).
+    # Deviation: action_l2=1 (not in DrQ-v2, see Config). Without it, in the first ~250 updates,
+    # while Q is still near 0, the deterministic actor drifts into tanh saturation (one action:
+    # evaluation return 136, the cart against the wall) and stays there, its gradient gone: seed 1
+    # in every run here, at repeat 2 or 8, lr 3e-4, 1e-4 or 3e-5; seed 0 too on the AMD CPU. With
+    # the penalty neither saturates: 530 / 531 at 12k frames vs 136 / 425 without (both held one
+    # action from 5k to 10k frames; BENCHMARKS.md, "DrQ-v2 cpu-smoke with and without action_l2").
     "cpu-smoke": dict(action_repeat=2, frames=20_000, replay_capacity=12_000, batch_size=128, lr=3e-4,
-                      stddev_schedule="1.0,0.1,24000", schedule_counter="frames",
+                      action_l2=1.0, stddev_schedule="1.0,0.1,24000", schedule_counter="frames",
                       eval_every_frames=4_000, eval_episodes=5, checkpoint_every_frames=0, precision="auto"),
 }
 
@@ -234,12 +239,12 @@ class Agent(Checkpointable):
 
     def actor_loss(self, h: Tensor, mean: Tensor | None = None) -> Tensor:
         """-min(Q1, Q2) at the actor's mean (`self.actor(h)` unless given) plus clipped noise (the
-        released code's choice)."""
+        released code's choice), plus `action_l2` * mean(mean^2) (0 in the paper)."""
         mean = self.actor(h) if mean is None else mean
         action = smoothed_action(mean, self.stddev(), self.config.stddev_clip)
         with frozen(self.critic):  # the gradient flows through the critic to the action only
             q1, q2 = self.critic(h, action)
-        return -torch.min(q1, q2).mean()
+        return -torch.min(q1, q2).mean() + self.config.action_l2 * mean.pow(2).mean()
 
     def update_actor(self, h: Tensor) -> dict[str, Tensor]:
         mean = self.actor(h)

@@ -49,11 +49,16 @@ def main() -> None:
     parser.add_argument("--png", type=Path, required=True)
     parser.add_argument("--metric", default="episode_return", help="eval.csv column (e.g. success)")
     parser.add_argument("--x", default="frames", choices=["frames", "updates"], help="updates for offline runs")
+    parser.add_argument("--labels", help="comma-separated curve labels, one per run (default: agent and seed)")
     parser.add_argument("--note", default="")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
 
     labels = [f"{read_config(r)['agent']} (seed {read_config(r)['run']['seed']})" for r in args.runs]
+    if args.labels:
+        labels = args.labels.split(",")
+        if len(labels) != len(args.runs):
+            parser.error(f"--labels gives {len(labels)} labels for {len(args.runs)} runs")
     plot_curves(args.runs, args.png, x=args.x, y=args.metric, labels=labels, title=args.title)
     rows = [row for run in args.runs for row in run_rows(run, args.metric, args.x)]
     png = args.png.resolve().relative_to(ROOT) if args.png.resolve().is_relative_to(ROOT) else args.png

@@ -257,6 +257,29 @@ def test_actor_loss_is_minus_min_q_at_mean_plus_clipped_noise():
     assert any(g.abs().sum() > 0 for g in grads)
 
 
+def test_action_l2_adds_its_penalty_and_pulls_actions_in_where_the_critic_is_flat():
+    agent = make_agent(stddev_schedule="1.0", action_l2=0.5, lr=1e-2)
+    h = torch.randn(16, agent.encoder.repr_dim, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(7)
+    penalised = agent.actor_loss(h)
+    agent.config.action_l2 = 0.0
+    torch.manual_seed(7)
+    plain = agent.actor_loss(h)
+    mean = agent.actor(h).detach()
+    torch.testing.assert_close(penalised, plain + 0.5 * mean.pow(2).mean())
+
+    # A critic blind to the action leaves the penalty as the actor's only gradient: actions shrink.
+    agent.config.action_l2 = 0.5
+    with torch.no_grad():
+        for head in (agent.critic.q.q1, agent.critic.q.q2):
+            head.last_linear.weight.zero_()
+        agent.actor.policy.net.last_linear.bias.copy_(torch.tensor([1.0, -1.0]))
+    before = agent.actor(h).abs().mean()
+    for _ in range(20):
+        agent.update_actor(h)
+    assert agent.actor(h).abs().mean() < 0.5 * before
+
+
 def test_actor_saturation_metric_counts_actions_held_at_the_bounds():
     agent = make_agent()
     batch = make_batch(16)
