@@ -432,9 +432,10 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
     run, agent_config = resumed_configs(agent_name, payload["config"], overrides, manager.loaded_path)
     trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
     trainer.restore(payload)
-    write_config(run_dir, trainer.config_dict())
     try:
+        # the logs are read (and an unreadable one refused) before config.yaml records the resume
         with Logger(run_dir, resume_frames=trainer.counters["frames"]) as logger:
+            write_config(run_dir, trainer.config_dict())
             return trainer.train(logger)
     finally:
         trainer.close()

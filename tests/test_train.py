@@ -240,6 +240,14 @@ def test_resume_applies_and_records_the_resumable_fields(run_copy):
     assert [p.name for p in CheckpointManager(run_copy / "checkpoints").list()] == [f"ckpt_{4000:012d}.pt"]
 
 
+def test_resume_refuses_an_unreadable_log_before_recording_anything(run_copy, capsys):
+    (run_copy / "train.csv").write_bytes(bytes(range(128, 256)))
+    config_before = (run_copy / "config.yaml").read_bytes()
+    assert main(["train", "sac", "--resume", str(run_copy), "--frames", "4000"]) == 2
+    assert f"{run_copy / 'train.csv'} is not a readable CSV file" in capsys.readouterr().err
+    assert (run_copy / "config.yaml").read_bytes() == config_before  # still records 2000 frames
+
+
 def test_resume_compares_overrides_by_value_not_by_text(run_copy, capsys):
     # recorded: hidden_dims [32, 32], batch_size 32, actor_lr 0.001
     assert main(["train", "sac", "--resume", str(run_copy), "--set", "hidden_dims=32,32", "actor_lr=1e-3",
