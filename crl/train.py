@@ -222,12 +222,13 @@ class OnlineTrainer:
         self.episode_returns = np.zeros(run.num_envs)
         self.last_eval: dict[str, float] = {}
         self.wall_start = time.time()
+        self.commands: dict[str, Any] = {"command": invoking_command()}  # see resumed_commands
 
     # -- configuration on disk ----------------------------------------------------------------
 
     def config_dict(self) -> dict:
         return {"agent": self.agent_name, "run": to_dict(self.run), "agent_config": to_dict(self.agent_config),
-                "command": invoking_command()}
+                **self.commands}
 
     # -- checkpoints --------------------------------------------------------------------------
 
@@ -432,6 +433,7 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
     run, agent_config = resumed_configs(agent_name, payload["config"], overrides, manager.loaded_path)
     trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
     trainer.restore(payload)
+    trainer.commands = resumed_commands(recorded if recorded is not None else payload["config"])
     try:
         # the logs are read (and an unreadable one refused) before config.yaml records the resume
         with Logger(run_dir, resume_frames=trainer.counters["frames"]) as logger:
@@ -439,6 +441,13 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
             return trainer.train(logger)
     finally:
         trainer.close()
+
+
+def resumed_commands(earlier: dict) -> dict[str, Any]:
+    """config.yaml keeps the command that made the run, and lists each resume's command after it."""
+    now = invoking_command()
+    resumes = [*(earlier.get("resumed_with") or []), *([now] if now else [])]
+    return {"command": earlier.get("command"), "resumed_with": resumes}
 
 
 def read_run_config(run_dir: str | Path) -> dict:

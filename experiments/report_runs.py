@@ -25,7 +25,7 @@ def note_elided(command: str, note: str) -> str:
 
 def run_command(config: dict) -> str:
     if config.get("command"):
-        return config["command"]
+        return " && ".join([config["command"], *config.get("resumed_with", [])])
     if config.get("dataset"):
         return f"crl offline train {config['agent']} --dataset {config['dataset']} --seed {config['run']['seed']}"
     return f"crl train {config['agent']} --env {config['run']['env']} --seed {config['run']['seed']}"

@@ -1,7 +1,9 @@
 """The online loop: counters, logs, checkpoints, resume after a crash, `crl eval`."""
 
 import json
+import shlex
 import shutil
+import sys
 
 import pandas as pd
 import pytest
@@ -230,9 +232,15 @@ def test_resume_refuses_an_agent_other_than_the_recorded_one(run_copy, capsys):
     assert snapshot(run_copy) == before
 
 
-def test_resume_applies_and_records_the_resumable_fields(run_copy):
-    assert main(["train", "sac", "--resume", str(run_copy), "--frames", "4000", "--device", "cpu", "--set",
-                 "eval_every_frames=1000", "eval_episodes=2", "keep_checkpoints=1"]) == 0
+def test_resume_applies_and_records_the_resumable_fields(run_copy, monkeypatch):
+    write_config(run_copy, read_config(run_copy) | {"command": "crl train sac --frames 2000"})
+    argv = ["train", "sac", "--resume", str(run_copy), "--frames", "4000", "--device", "cpu", "--set",
+            "eval_every_frames=1000", "eval_episodes=2", "keep_checkpoints=1"]
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/crl", *argv])
+    assert main(argv) == 0
+    config = read_config(run_copy)  # the command that made the run, then the resume's
+    assert config["command"] == "crl train sac --frames 2000"
+    assert config["resumed_with"] == [shlex.join(["crl", *argv])]
     assert list(pd.read_csv(run_copy / "eval.csv").frames) == [2000, 3000, 4000]
     recorded = read_config(run_copy)["run"]
     assert (recorded["frames"], recorded["eval_every_frames"], recorded["eval_episodes"]) == (4000, 1000, 2)
