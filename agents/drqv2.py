@@ -76,13 +76,14 @@ PRESETS = {
     # frames. Replay sized for repeat >= 2 (one stored frame per agent step plus one per episode).
     "dmc100k": dict(frames=100_000, action_repeat=0, replay_capacity=60_000, schedule_counter="frames"),
     "dmc500k": dict(frames=500_000, action_repeat=0, replay_capacity=260_000, schedule_counter="frames"),
-    # The 2-core CPU: dmc:cartpole-balance from standard visuals, 32k frames (4k updates at batch
+    # The 2-core CPU: dmc:cartpole-balance from standard visuals, 32k frames (7k updates at batch
     # 128): seeds 0 / 1 pass 700 by 24k / 28k frames and score ~975 at 32k, measured on a 2-core
     # AVX2 CPU (fp32 convs) with two runs sharing it: 85 min each. With bf16 convs (AMX CPUs,
     # ~0.2 s an update against ~0.7 s) that is ~30 min, estimated from the update times.
-    # The paper's action repeat 2. The std decays over the first 24k frames (the released
-    # schedule, 100k agent steps, would barely move in this budget). lr 3e-4 (the paper's 1e-4
-    # passed 700 on balance only after ~9k updates at batch 256).
+    # The replay keeps the last 12k of the 16k agent steps (as measured). The paper's action
+    # repeat 2. The std decays over the first 24k frames (the released schedule, 100k agent
+    # steps, would barely move in this budget). lr 3e-4 (the paper's 1e-4 passed 700 on balance
+    # only after ~9k updates at batch 256).
     # Deviation: action_l2=1 (not in DrQ-v2, see Config). Without it, in the first ~250 updates,
     # while Q is still near 0, the deterministic actor drifts into tanh saturation (one action:
     # evaluation return 136, the cart against the wall) and stays there, its gradient gone: seed 1

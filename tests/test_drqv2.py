@@ -110,9 +110,12 @@ def test_presets_build(preset):
     run, config = train.build_configs("drqv2", preset, {})
     parse_stddev_schedule(config.stddev_schedule)
     agent_steps = run.frames // (run.action_repeat or 2)
-    assert agent_steps < run.replay_capacity < 2 * agent_steps + 10_000  # sized to the budget
+    assert run.replay_capacity < 2 * agent_steps + 10_000  # sized to the budget
     if preset.startswith("dmc"):
+        assert agent_steps < run.replay_capacity  # holds the whole run
         assert run.action_repeat == 0 and config.schedule_counter == "frames"
+    else:  # cpu-smoke keeps the last 12k transitions of its 16k agent steps, as measured (BENCHMARKS.md)
+        assert run.replay_capacity == 12_000
 
 
 # -- one update -----------------------------------------------------------------------------------
