@@ -332,7 +332,7 @@ def eval_rows(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     if path.exists() and not path.is_file():
         raise UnreadableEval(f"{path} is not a file (a directory?): move it away to run or report this run")
     if path.is_file():
-        for row in complete_rows(path):
+        for row in read_eval_csv(path):
             x = parse_float(row.get("frames"))
             if math.isfinite(x):
                 frames.append(x)
@@ -350,9 +350,12 @@ def logged_return(cell: str | None, path: Path, frames: float) -> float:
     return value
 
 
-def complete_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a CSV file, less a last line cut short by a crash (no newline: its numbers may be
-    truncated, and the resumed run logs it again) and rows that do not have the header's width."""
+def read_eval_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of an eval.csv that the logger would keep on resuming (`crl.logger.complete_rows`:
+    less a last line cut short by a crash, whose numbers may be truncated, and rows that do not have
+    the header's width); a file that is not UTF-8 CSV text, or holds NUL bytes, is UnreadableEval."""
+    from crl.logger import complete_rows
+
     try:
         text = path.read_text(encoding="utf-8")
         rows = list(csv.DictReader(io.StringIO(text, newline="")))
@@ -360,9 +363,7 @@ def complete_rows(path: Path) -> list[dict[str, str]]:
         raise UnreadableEval(f"{path} is not a readable CSV file: {error}") from None
     if "\0" in text:
         raise UnreadableEval(f"{path} is not a readable CSV file: it holds NUL bytes")
-    if not text.endswith(("\n", "\r")):
-        rows = rows[:-1]
-    return [row for row in rows if None not in row and None not in row.values()]
+    return complete_rows(path, rows)
 
 
 def parse_float(text: str | None) -> float:
@@ -408,6 +409,7 @@ def recorded_differences(run: BenchRun) -> list[str]:
 # The budget may grow (a 100k run goes on to 500k), and these do not change what a run learns or how
 # it is evaluated. Everything else, eval cadence and episodes included (the report compares eval
 # returns across runs), must match the spec for a finished run to be kept or a crashed one resumed.
+# All are among crl.train.RESUMABLE_FIELDS, so a resume may take the spec's values.
 RUN_FIELDS_FREE_TO_DIFFER = ("frames", "device", "checkpoint_every_frames", "keep_checkpoints", "video")
 
 
@@ -446,7 +448,7 @@ def execute(run: BenchRun) -> str:
         return "skipped"
     if state == "resume":
         # the settings free to differ (a larger budget, another device) are the spec's; the rest were checked equal
-        free = {name: getattr(run.run, name) for name in RUN_FIELDS_FREE_TO_DIFFER if name in train.RESUMABLE_FIELDS}
+        free = {name: getattr(run.run, name) for name in RUN_FIELDS_FREE_TO_DIFFER}
         train.resume(run.run_dir, agent=run.agent, overrides=free)
     else:
         if state == "restart":

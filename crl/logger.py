@@ -50,7 +50,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return fields, rows
 
 
-def _complete_rows(path: Path, rows: list[dict[str, str]]) -> list[dict[str, str]]:
+def complete_rows(path: Path, rows: list[dict[str, str]]) -> list[dict[str, str]]:
     """The rows of a CSV file written before a crash, less a partial last line (the file does not
     end in a newline) and any row that does not have the header's width."""
     if _ends_mid_line(path):
@@ -139,7 +139,7 @@ class Logger:
                 continue
             if not fields:
                 continue
-            kept = [r for r in _complete_rows(path, rows) if _counter_of(r, step_counter) <= resume_frames]
+            kept = [r for r in complete_rows(path, rows) if _counter_of(r, step_counter) <= resume_frames]
             if len(kept) != len(rows):
                 atomic_write_bytes(path, _csv_bytes(fields, kept))
             self._fields[kind] = fields

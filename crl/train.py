@@ -522,13 +522,18 @@ def check_checkpoint_fits(payload: dict, path: Path, asked: str | None, recorded
                               "refusing to resume from another agent's checkpoint")
     if recorded is None:
         return
-    # compared as typed configs: a field that one side lacks (added to the agent since) takes its
-    # default on both, as it will in the resumed run
-    saved = {"agent": payload["agent"], "config": typed_config(payload["config"], f"checkpoint {path}")}
     try:
-        check_compatible(saved, expected, typed_config(recorded, str(config_path)), path, ignore=IGNORED_WHEN_RESUMING)
+        check_saved_config(payload, path, expected, typed_config(recorded, str(config_path)))
     except CheckpointError as error:
         raise CheckpointError(f"{error} ('now' is what {config_path} records)") from None
+
+
+def check_saved_config(payload: dict, path: Path, agent: str, now: dict) -> None:
+    """The checkpoint's config, typed, must equal `now` but for the RESUMABLE_FIELDS. Typed, a field
+    that one side lacks (added to the agent since) takes its default on both, as it will in the
+    resumed run."""
+    saved = {"agent": payload["agent"], "config": typed_config(payload["config"], f"checkpoint {path}")}
+    check_compatible(saved, agent, now, path, ignore=IGNORED_WHEN_RESUMING)
 
 
 def typed_config(config: dict, where: str) -> dict:
@@ -626,9 +631,8 @@ def check_offline_checkpoint_fits(payload: dict, path: Path, agent_name: str, ru
     if payload["agent"] != agent_name:
         raise CheckpointError(f"checkpoint {path} holds agent {payload['agent']!r}, not {agent_name!r} (the agent "
                               "asked for): use another --logdir, or the agent that made it")
-    now = {"agent": agent_name, "run": to_dict(run), "agent_config": to_dict(agent_config)}
-    saved = {"agent": payload["agent"], "config": typed_config(payload["config"], f"checkpoint {path}")}
-    check_compatible(saved, agent_name, now, path, ignore=IGNORED_WHEN_RESUMING)
+    check_saved_config(payload, path, agent_name,
+                       {"agent": agent_name, "run": to_dict(run), "agent_config": to_dict(agent_config)})
 
 
 @dataclass

@@ -54,11 +54,12 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
 
-    labels = [f"{read_config(r)['agent']} (seed {read_config(r)['run']['seed']})" for r in args.runs]
     if args.labels:
         labels = args.labels.split(",")
         if len(labels) != len(args.runs):
             parser.error(f"--labels gives {len(labels)} labels for {len(args.runs)} runs")
+    else:
+        labels = [f"{read_config(r)['agent']} (seed {read_config(r)['run']['seed']})" for r in args.runs]
     plot_curves(args.runs, args.png, x=args.x, y=args.metric, labels=labels, title=args.title)
     rows = [row for run in args.runs for row in run_rows(run, args.metric, args.x)]
     png = args.png.resolve().relative_to(ROOT) if args.png.resolve().is_relative_to(ROOT) else args.png

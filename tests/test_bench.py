@@ -301,6 +301,7 @@ def test_cli_runs_skips_resumes_restarts_and_reports(tmp_path, monkeypatch, caps
     assert bench.run_state(run_dir, 2000) == "resume"
     assert [o["status"] for o in bench.run_all(runs)] == ["resumed"] and len(resumed) == 1
     assert resumed[0]["agent"] == "sac" and resumed[0]["overrides"]["frames"] == 2000
+    assert set(bench.RUN_FIELDS_FREE_TO_DIFFER) <= train.RESUMABLE_FIELDS  # a resume may take them all
     rows = read_csv(run_dir / "eval.csv")
     assert [int(r["frames"]) for r in rows] == [1000, 2000] and rows[0]["episode_return"] == "1.0"
 
