@@ -165,9 +165,10 @@ class Agent(Checkpointable):
         raw_obs = batch["obs"].to(self.device)
         # Independent crops of s and s' for SAC, and a second crop of s as the CURL key; the
         # query is the critic's own crop of s (as in the released code).
-        obs = random_crop(raw_obs, self.config.crop_size)
-        next_obs = random_crop(batch["next_obs"].to(self.device), self.config.crop_size)
-        positive = random_crop(raw_obs, self.config.crop_size)
+        size, layout = self.config.crop_size, self.encoder.memory_format
+        obs = random_crop(raw_obs, size, memory_format=layout)
+        next_obs = random_crop(batch["next_obs"].to(self.device), size, memory_format=layout)
+        positive = random_crop(raw_obs, size, memory_format=layout)
         action = batch["action"].to(self.device).float()
         reward = batch["reward"].to(self.device)
         discount = batch["discount"].to(self.device)

@@ -133,7 +133,8 @@ class Agent(Checkpointable):
 
     def augment(self, obs: torch.Tensor, copies: int) -> torch.Tensor:
         """`copies` independent random shifts of the batch, stacked along the batch axis."""
-        return torch.cat([random_shift(obs, self.config.image_pad) for _ in range(copies)])
+        layout = self.encoder.memory_format
+        return torch.cat([random_shift(obs, self.config.image_pad, memory_format=layout) for _ in range(copies)])
 
     def update(self, batch: dict, step: int) -> dict[str, float]:
         obs, next_obs = batch["obs"].to(self.device), batch["next_obs"].to(self.device)

@@ -206,8 +206,9 @@ class Agent(Checkpointable):
     def update(self, batch: dict, step: int) -> dict[str, float]:
         """One update; the loop calls it every 2 agent steps (RUN_DEFAULTS["update_every"])."""
         # uint8 until the encoder scales it (the same values as DrQ-v2's float grid_sample)
-        obs = random_shift_bilinear(batch["obs"].to(self.device), float_output=False)
-        next_obs = random_shift_bilinear(batch["next_obs"].to(self.device), float_output=False)
+        layout = self.encoder.memory_format
+        obs = random_shift_bilinear(batch["obs"].to(self.device), float_output=False, memory_format=layout)
+        next_obs = random_shift_bilinear(batch["next_obs"].to(self.device), float_output=False, memory_format=layout)
         action = batch["action"].to(self.device).float()
         reward = batch["reward"].to(self.device)
         discount = batch["discount"].to(self.device)

@@ -596,6 +596,8 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
             replay.rng.bit_generator.state = payload["rng"]["replay"]
         config = ({"agent": agent_name, "run": to_dict(run), "agent_config": to_dict(agent_config)}
                   | (extra_config or {}))
+        if payload is not None and "command" in config:
+            config |= resumed_commands(payload["config"])
         write_config(run_dir, config)
 
         def save():

@@ -252,3 +252,34 @@ def test_random_shift_bilinear_equals_grid_sample_at_the_drawn_shifts():
     expected = A.shift_bilinear(x, sh[:, 1], sh[:, 0], 4)
     # grid_sample leaks float-rounding weight (< 0.01 of 255) to neighbouring pixels
     torch.testing.assert_close(y, expected, atol=1e-2, rtol=0)
+
+
+# ----------------------------------------------------------------------------- output layout
+
+
+@pytest.mark.parametrize("name", ["random_shift", "random_shift_bilinear", "random_crop"])
+def test_channels_last_output_holds_the_same_draw_and_values(name):
+    x = _rand_images(16, 9, 24, 24, torch.uint8)
+    kwargs = {"size": 20} if name == "random_crop" else {}
+    plain = getattr(A, name)(x, generator=torch.Generator().manual_seed(3), **kwargs)
+    cl = getattr(A, name)(x, generator=torch.Generator().manual_seed(3), memory_format=torch.channels_last, **kwargs)
+    assert plain.is_contiguous() and cl.is_contiguous(memory_format=torch.channels_last)
+    assert cl.dtype == plain.dtype and torch.equal(cl, plain)
+
+
+def test_crop_refuses_offsets_that_leave_the_image():
+    x = _rand_images(3, 2, 30, 40, torch.uint8)
+    with pytest.raises(ValueError, match=r"top offsets must lie in \[0, 10\].*got 0\.\.11"):
+        A.crop(x, torch.tensor([0, 11, 2]), torch.zeros(3), 20)
+    with pytest.raises(ValueError, match=r"left offsets must lie in \[0, 20\].*got -1\.\.0"):
+        A.crop(x, torch.zeros(3), torch.tensor([0, -1, 0]), 20)
+
+
+def test_shift_of_a_bool_mask_replicates_its_border():
+    x = torch.rand(4, 1, 10, 12, generator=torch.Generator().manual_seed(0)) > 0.5
+    dy, dx = torch.tensor([0, 8, 4, 2]), torch.tensor([8, 0, 4, 5])
+    y = A.shift(x, dy, dx, pad=4)
+    padded = _padded(x, 4).bool()
+    assert y.dtype == torch.bool
+    for i in range(4):
+        assert torch.equal(y[i], padded[i, :, dy[i]:dy[i] + 10, dx[i]:dx[i] + 12])

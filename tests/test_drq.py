@@ -42,10 +42,10 @@ class ShiftRecorder:
     def __init__(self, offset=0):
         self.inputs, self.pads, self.offset = [], [], offset
 
-    def __call__(self, x, pad=4):
+    def __call__(self, x, pad=4, memory_format=torch.contiguous_format):
         self.inputs.append(x.clone())
         self.pads.append(pad)
-        return x + self.offset * (len(self.inputs) - 1)
+        return (x + self.offset * (len(self.inputs) - 1)).contiguous(memory_format=memory_format)
 
     def count(self, x):
         return sum(torch.equal(seen, x) for seen in self.inputs)

@@ -1,7 +1,9 @@
 """`crl dataset collect|info` and `crl offline train|eval` end to end, and the scores they print."""
 
 import json
+import shlex
 import shutil
+import sys
 
 import h5py
 import numpy as np
@@ -49,13 +51,17 @@ def test_offline_train_then_eval_reports_policy_and_dataset_scores(maze_file, tm
     assert json.loads((run_dir / "offline_eval.json").read_text()) == report
 
 
-def test_offline_train_resumes_where_it_stopped(maze_file, tmp_path, capsys):
+def test_offline_train_resumes_where_it_stopped(maze_file, tmp_path, monkeypatch, capsys):
     args = ["offline", "train", "gcbc", "--dataset", str(maze_file), "--logdir", str(tmp_path),
             "--set", "hidden_dims=16", "batch_size=8", "eval_every_updates=5", "eval_episodes=1"]
-    assert main(args + ["--updates", "10"]) == 0
-    assert main(args + ["--updates", "15"]) == 0
+    for updates in ("10", "15", "20"):
+        monkeypatch.setattr(sys, "argv", ["/venv/bin/crl", *args, "--updates", updates])
+        assert main(args + ["--updates", updates]) == 0
     updates = [int(line.split(",")[2]) for line in (tmp_path / "eval.csv").read_text().splitlines()[1:]]
-    assert updates == [5, 10, 15]
+    assert updates == [5, 10, 15, 20]
+    config = read_config(tmp_path)  # the command that made the run, then each resume's
+    assert config["command"] == shlex.join(["crl", *args, "--updates", "10"])
+    assert config["resumed_with"] == [shlex.join(["crl", *args, "--updates", n]) for n in ("15", "20")]
 
 
 @pytest.mark.parametrize("agent", ["gcrl", "td-infonce"])
