@@ -82,12 +82,18 @@ def _gather_rows_cols(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     return y.gather(3, cols[:, None, None, :].expand(b, c, h, w))
 
 
+def _copies_per_sample(x: Tensor) -> bool:
+    """Crop by one slice copy per sample (CPU), or by gathering (an accelerator, where two gather
+    kernels beat B small copies)."""
+    return x.device.type == "cpu"
+
+
 def _windows(x: Tensor, top: Tensor, left: Tensor, size: tuple[int, int],
              memory_format: torch.memory_format) -> Tensor:
     """out[i] = x[i, :, top[i]:top[i]+h, left[i]:left[i]+w], offsets already checked in bounds."""
     b, c = x.shape[:2]
     h, w = size
-    if x.device.type != "cpu":  # two gather kernels beat B small copies on an accelerator
+    if not _copies_per_sample(x):
         rows = top[:, None] + torch.arange(h, device=x.device)
         cols = left[:, None] + torch.arange(w, device=x.device)
         return _gather_rows_cols(x, rows, cols).contiguous(memory_format=memory_format)
@@ -143,7 +149,7 @@ def shift(x: Tensor, dy: Tensor, dx: Tensor, pad: int = 4, *,
     b, _, H, W = _check_batch(x)
     dy = torch.as_tensor(dy, device=x.device).long().reshape(b)
     dx = torch.as_tensor(dx, device=x.device).long().reshape(b)
-    if x.device.type != "cpu":  # clamped indices: no padded copy
+    if not _copies_per_sample(x):  # clamped indices: no padded copy
         rows = (dy[:, None] + torch.arange(-pad, H - pad, device=x.device)).clamp_(0, H - 1)
         cols = (dx[:, None] + torch.arange(-pad, W - pad, device=x.device)).clamp_(0, W - 1)
         return _gather_rows_cols(x, rows, cols).contiguous(memory_format=memory_format)

@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) during a command; its message says what was kept."""
+
+
+@contextlib.contextmanager
+def resumable_on_interrupt(run_dir: Path):
+    """Turn Ctrl-C during training into a message naming the checkpoint a resume starts from."""
+    from crl.checkpoint import CheckpointManager
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        latest = CheckpointManager(Path(run_dir) / "checkpoints").latest()
+        kept = (f"`crl train --resume {run_dir}` continues from {latest}" if latest
+                else "no checkpoint was written yet")
+        raise Interrupted(f"{run_dir}: training interrupted; {kept}") from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -50,7 +69,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     envs.check_env_id(args.env)
     run, agent_config = train.build_configs(args.agent, args.preset, overrides)
     logdir = Path(args.logdir) if args.logdir else default_logdir(args.agent, run.env, run.seed)
-    result = train.train(args.agent, run, agent_config, logdir)
+    with resumable_on_interrupt(logdir):
+        result = train.train(args.agent, run, agent_config, logdir)
     print(f"final evaluation ({run.eval_episodes} episodes): {json.dumps(result)}; run directory: {logdir}")
     return 0
 
@@ -62,7 +82,8 @@ def cmd_resume(args: argparse.Namespace, overrides: dict) -> int:
     if args.preset:
         raise CheckpointError(f"cannot change the preset when resuming {args.resume}; "
                               f"only {', '.join(sorted(train.RESUMABLE_FIELDS))} may change")
-    result = train.resume(args.resume, agent=args.agent, overrides=overrides)
+    with resumable_on_interrupt(args.resume):
+        result = train.resume(args.resume, agent=args.agent, overrides=overrides)
     print(f"final evaluation: {json.dumps(result)}; run directory: {args.resume}")
     return 0
 
@@ -209,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         # Errors about the user's input are printed plainly, not as a traceback.
         print(f"crl: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:  # no traceback for Ctrl-C; 130 as a shell reports it
+        print(f"crl: {interrupt or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from benchlib import command_line, cpu_name, interleaved_wall_times, machine_line, wall_times, write_section
+from benchlib import command_line, cpu_label, interleaved_wall_times, machine_line, wall_times, write_section
 from crl.encoders import conv_flops
 from crl.system import cpu_has_bf16_units, keep_freed_memory
 
@@ -215,7 +215,7 @@ def main() -> None:
     if args.write:
         # one section per CPU model: the ratios differ between CPUs (bf16 units, AVX-512 or not)
         allocator_tag = ", glibc default allocator" if args.default_malloc else ""
-        write_section(f"Agent updates ({cpu_name()}{allocator_tag})", body)
+        write_section(f"Agent updates ({cpu_label()}{allocator_tag})", body)
 
 
 if __name__ == "__main__":

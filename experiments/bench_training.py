@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from benchlib import command_line, cpu_name, machine_line, write_section
+from benchlib import command_line, cpu_label, machine_line, write_section
 from crl import train
 from crl.encoders import resolve_precision
 from crl.system import keep_freed_memory
@@ -126,7 +126,7 @@ def main() -> None:
     print(body)
     if args.write:
         # one section per CPU (bf16 units or not change every ratio); a GPU run gets its own
-        where = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name()
+        where = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_label()
         write_section(f"{TITLE} ({where}{', chosen cases' if args.case else ''})", body)
 
 

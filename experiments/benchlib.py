@@ -29,6 +29,19 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_label() -> str:
+    """The CPU's name and its widest matrix units, for section titles: one model name (e.g. "AMD
+    EPYC") covers CPUs with and without bf16 units, whose timings differ several-fold."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    units = ("AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags
+             else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None)
+    return f"{cpu_name()}, {units}" if units else cpu_name()
+
+
 def machine_line() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"Machine: {cpu_name()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}; "

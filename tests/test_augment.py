@@ -283,3 +283,15 @@ def test_shift_of_a_bool_mask_replicates_its_border():
     assert y.dtype == torch.bool
     for i in range(4):
         assert torch.equal(y[i], padded[i, :, dy[i]:dy[i] + 10, dx[i]:dx[i] + 12])
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_the_accelerators_gather_path_crops_and_shifts_as_the_cpu_path(monkeypatch, memory_format):
+    x = _rand_images(8, 3, 16, 20, torch.uint8)
+    top, left = torch.randint(0, 5, (8,)), torch.randint(0, 7, (8,))
+    dy, dx = torch.randint(0, 9, (8,)), torch.randint(0, 9, (8,))
+    copied = A.crop(x, top, left, (12, 14)), A.shift(x, dy, dx, 4)
+    monkeypatch.setattr(A, "_copies_per_sample", lambda x: False)
+    gathered = A.crop(x, top, left, (12, 14), memory_format=memory_format), A.shift(x, dy, dx, 4, memory_format=memory_format)
+    for a, b in zip(copied, gathered):
+        assert torch.equal(a, b) and b.is_contiguous(memory_format=memory_format)
