@@ -78,8 +78,8 @@ PRESETS = {
     "dmc500k": dict(frames=500_000, action_repeat=0, replay_capacity=260_000, schedule_counter="frames"),
     # The 2-core CPU: dmc:cartpole-balance from standard visuals, 32k frames (7k updates at batch
     # 128): seeds 0 / 1 pass 700 by 24k / 28k frames and score ~975 at 32k, measured on a 2-core
-    # AVX2 CPU (fp32 convs) with two runs sharing it: 85 min each. With bf16 convs (AMX CPUs,
-    # ~0.2 s an update against ~0.7 s) that is ~30 min, estimated from the update times.
+    # AVX2 CPU (fp32 convs) with two runs sharing it: 85 min each. With bf16 convs, alone on a
+    # 2-core AVX512-BF16 CPU: 974 at 24k frames (36 min) and 965 at 28k (41 min), ~12 frames/s.
     # The replay keeps the last 12k of the 16k agent steps (as measured). The paper's action
     # repeat 2. The std decays over the first 24k frames (the released schedule, 100k agent
     # steps, would barely move in this budget). lr 3e-4 (the paper's 1e-4 passed 700 on balance

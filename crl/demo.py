@@ -31,8 +31,9 @@ class Demo:
 DEMOS = {
     # BENCHMARKS.md, "Pixel agents on CPU": DrQ cpu-smoke scored 358-393 on balance at 32k
     # frames (seeds 0 and 1, and the demo run), where a random policy scores about 270. The
-    # 10-minute budget holds where the convs run in bf16 (AMX / AVX512-BF16 CPUs, GPUs); on an
-    # AVX2-only CPU they run in fp32 and the same run takes over twice as long (FP32_CPU_NOTE).
+    # 10-minute budget holds where the convs run in bf16 on AMX (8.5 min) or a GPU; with
+    # AVX512-BF16 (AMD EPYC) it took 11.5 min (565); on an AVX2-only CPU they run in fp32 and the
+    # same run takes over twice as long (FP32_CPU_NOTE).
     "pixels": Demo("drq", "dmc:cartpole-balance", "DrQ from pixels (cpu-smoke)", {"frames": 32_000}),
     "states": Demo("sac", "dmc-state:cartpole-swingup", "SAC from states (cpu-smoke)"),
 }
