@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from crl.fileio import atomic_write_bytes
+from crl.system import cpu_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -32,11 +33,7 @@ def cpu_name() -> str:
 def cpu_label() -> str:
     """The CPU's name and its widest matrix units, for section titles: one model name (e.g. "AMD
     EPYC") covers CPUs with and without bf16 units, whose timings differ several-fold."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
+    flags = cpu_flags()
     units = ("AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags
              else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None)
     return f"{cpu_name()}, {units}" if units else cpu_name()

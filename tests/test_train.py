@@ -308,13 +308,12 @@ def test_cli_refuses_an_agent_whose_actions_do_not_fit_the_env(tmp_path, capsys)
     assert "drq-eps needs discrete (Discrete) actions; the env's action space is Box(" in capsys.readouterr().err
 
 
+def interrupted_update(self, batch, step):
+    raise KeyboardInterrupt
+
+
 def test_ctrl_c_during_a_resume_names_the_checkpoint_to_continue_from(run_copy, monkeypatch, capsys):
-    sac = train.agent_module("sac")
-
-    def interrupt(self, batch, step):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(sac.Agent, "update", interrupt)
+    monkeypatch.setattr(train.agent_module("sac").Agent, "update", interrupted_update)
     assert main(["train", "sac", "--resume", str(run_copy), "--frames", "4000"]) == 130
     latest = CheckpointManager(run_copy / "checkpoints").latest()
     error = capsys.readouterr().err
@@ -323,12 +322,7 @@ def test_ctrl_c_during_a_resume_names_the_checkpoint_to_continue_from(run_copy, 
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_none_was_written(tmp_path, monkeypatch, capsys):
-    sac = train.agent_module("sac")
-
-    def interrupt(self, batch, step):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(sac.Agent, "update", interrupt)
+    monkeypatch.setattr(train.agent_module("sac").Agent, "update", interrupted_update)
     run_dir = tmp_path / "run"
     argv = ["train", "sac", "--env", ENV, "--logdir", str(run_dir), "--set", "seed_frames=1000",
             "checkpoint_every_frames=2000", "hidden_dims=32,32", "batch_size=32"]
