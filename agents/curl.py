@@ -61,7 +61,7 @@ class Config:
     log_std_min: float = -10.0
     log_std_max: float = 2.0
     # "float32" (the paper's), "bfloat16" (the conv encoder under bf16 autocast, see
-    # crl/encoders.py) or "auto" (bfloat16 where the hardware has native bf16 units)
+    # crl/encoders.py) or "auto" (bfloat16 where it measures faster: resolve_precision)
     precision: str = "float32"
 
 

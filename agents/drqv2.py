@@ -60,7 +60,7 @@ class Config:
     # counting frames. Default: the code's. "frames" makes the decay independent of the repeat.
     schedule_counter: str = "agent_steps"
     # "float32" (the paper's), "bfloat16" (convs and trunks under bf16 autocast, see
-    # crl/encoders.py) or "auto" (bfloat16 where the hardware has native bf16 units)
+    # crl/encoders.py) or "auto" (bfloat16 where it measures faster: resolve_precision)
     precision: str = "float32"
 
 

@@ -39,10 +39,10 @@ DEMOS = {
 }
 
 
-# Measured with `crl demo` on a 2-core AMD EPYC (AVX2, no bf16 units): see BENCHMARKS.md.
-FP32_CPU_NOTE = ("note: this CPU has no bf16 units, so the convs run in fp32 and the pixel demo takes "
-                 "about 24 minutes here (8.5 on a 2-core CPU with AMX). `crl demo --states` is the "
-                 "3-minute state-based demo.")
+# Measured with `crl demo` on 2-core CPUs: see BENCHMARKS.md.
+FP32_CPU_NOTE = ("note: bf16 convs are not faster than fp32 on this CPU (no bf16 units, or measured "
+                 "slower), so the convs run in fp32 and the pixel demo takes about 24 minutes on a "
+                 "2-core AVX2 CPU (8.5 with AMX). `crl demo --states` is the 3-minute state-based demo.")
 
 
 def convs_in_fp32_on_cpu(agent_config, device: torch.device) -> bool:

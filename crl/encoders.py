@@ -35,13 +35,17 @@ features: the head here, DrQ-v2's :class:`Trunk`) under bfloat16 autocast; weigh
 accumulation, optimiser state, LayerNorm, the Q/policy MLPs and the losses stay fp32. The papers
 train in fp32 (the default); on a CPU with bf16 matrix units (AMX) the convs ran 3-4x faster here,
 a DrQ-v2 update at batch 256 1.85x and a CURL update at batch 512 2.0x (BENCHMARKS.md, "Agent
-updates"). Learning with it: BENCHMARKS.md, "Pixel agents on CPU". :func:`resolve_precision` turns an agent's
-``precision`` setting ("float32", "bfloat16", "auto") into the dtype.
+updates"); an Intel Xeon that reports AVX512-BF16 but no AMX ran them 0.7x as fast as fp32, so
+"auto" measures (:func:`cpu_bf16_conv_speedup`) rather than trusting the CPU's flags. Learning with
+it: BENCHMARKS.md, "Pixel agents on CPU". :func:`resolve_precision` turns an agent's ``precision``
+setting ("float32", "bfloat16", "auto") into the dtype.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 from typing import Callable, Sequence
 
 import torch
@@ -54,6 +58,8 @@ __all__ = [
     "CHANNELS_LAST_DEFAULT",
     "PRECISIONS",
     "resolve_precision",
+    "cpu_bf16_conv_speedup",
+    "BF16_MIN_SPEEDUP",
     "conv_output_size",
     "ConvEncoder",
     "DrQV2Encoder",
@@ -79,8 +85,9 @@ PRECISIONS = ("float32", "bfloat16", "auto")
 
 def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype:
     """The conv encoders' compute dtype for an agent's ``precision`` setting: "float32" (the
-    papers'), "bfloat16", or "auto" = bfloat16 where it is native and fast (a CPU with AMX or
-    AVX512-BF16, a CUDA GPU with bf16 support), else float32."""
+    papers'), "bfloat16", or "auto" = bfloat16 where it is native and fast (a CUDA GPU with bf16
+    support; a CPU whose bf16 convs ran at least ``BF16_MIN_SPEEDUP`` times faster than fp32 in
+    :func:`cpu_bf16_conv_speedup`), else float32."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
@@ -88,9 +95,38 @@ def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype
         if device.type == "cuda":
             native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         else:
-            native = device.type == "cpu" and cpu_has_bf16_units()
+            native = device.type == "cpu" and cpu_bf16_conv_speedup() >= BF16_MIN_SPEEDUP
         precision = "bfloat16" if native else "float32"
     return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
+#: "auto" runs a CPU's convs in bfloat16 only where they were at least this much faster than in
+#: fp32 (measured: 2.5-4x with AMX or on AMD's AVX512-BF16, 0.7x on an Intel Xeon reporting
+#: AVX512-BF16 without AMX; BENCHMARKS.md, "Agent updates").
+BF16_MIN_SPEEDUP = 1.2
+
+
+@functools.cache
+def cpu_bf16_conv_speedup(batch: int = 16, reps: int = 3) -> float:
+    """fp32 time / bf16 time of the conv encoder's forward and backward on ``batch`` 9x84x84
+    frames on this CPU (best of ``reps`` each, in turns), measured once per process (~0.3 s).
+    0 where the CPU has no bf16 units (there bf16 is emulated and far slower). The flags alone
+    do not tell: an Intel Xeon listing AVX512-BF16 but no AMX ran bf16 convs 0.7x as fast as fp32
+    (oneDNN, torch 2.13), AMD's Zen 4 2.5x. The global random state is left as it was."""
+    if not cpu_has_bf16_units():
+        return 0.0
+    with torch.random.fork_rng(devices=[]):
+        frames = torch.randint(0, 256, (batch, 9, 84, 84), dtype=torch.uint8)
+        encoders = {dtype: DrQV2Encoder((9, 84, 84), compute_dtype=dtype)
+                    for dtype in (torch.float32, torch.bfloat16)}
+        best = dict.fromkeys(encoders, math.inf)
+        for rep in range(reps + 1):  # the first round warms up oneDNN's kernels
+            for dtype, encoder in encoders.items():
+                start = time.perf_counter()
+                encoder(frames).float().sum().backward()
+                if rep:
+                    best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 def autocast_to(dtype: torch.dtype, x: Tensor):

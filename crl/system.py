@@ -50,6 +50,6 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
 @functools.cache
 def cpu_has_bf16_units(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether this CPU multiplies bfloat16 natively (AMX or AVX512-BF16 in /proc/cpuinfo's flags;
-    False where that file is missing). On such a CPU bf16 convolutions ran 3-4x faster than fp32
-    ones here (oneDNN)."""
+    False where that file is missing). Where it lacks them, bf16 is emulated and far slower than
+    fp32; where it has them, bf16 convs may still not be faster (crl.encoders.cpu_bf16_conv_speedup)."""
     return bool(cpu_flags(cpuinfo) & {"amx_bf16", "avx512_bf16"})

@@ -23,8 +23,7 @@ import torch
 
 from benchlib import command_line, cpu_label, machine_line, write_section
 from crl import train
-from crl.encoders import resolve_precision
-from crl.system import keep_freed_memory
+from crl.system import cpu_has_bf16_units, keep_freed_memory
 
 TITLE = "Training throughput (pixel agents, rendering included)"
 
@@ -103,7 +102,7 @@ def main() -> None:
     rows = ["| agent | preset | env | envs | batch | precision | frames/s | updates/s | time in updates |",
             "|---|---|---|---:|---:|---|---:|---:|---:|"]
     cases = args.case or CASES
-    if not args.case and resolve_precision("auto", train.resolve_device("auto")) != torch.bfloat16:
+    if not args.case and train.resolve_device("auto").type == "cpu" and not cpu_has_bf16_units():
         # emulated bf16 (an AVX2-only CPU) runs at under 1 GFLOP/s: an update would take minutes
         cases = [case for case in cases if case[4] != "bfloat16"]
     for agent, preset, env_id, num_envs, precision in cases:
@@ -122,7 +121,7 @@ def main() -> None:
         "little. GPU check (the DrQ-v2 paper reports about 96 frames/s on a V100 at batch 256, action "
         "repeat 2): `.venv/bin/python experiments/bench_training.py --case drqv2,dmc100k,dmc:walker-walk,1 "
         "--case drqv2,dmc100k,dmc:walker-walk,1,bfloat16 --seconds 60`. Precision: the convs' (`precision`; "
-        "cpu-smoke presets pick bf16 where the CPU has bf16 units).", "", *rows,
+        "cpu-smoke presets' `auto` picks bf16 where it measures faster than fp32, crl/encoders.py).", "", *rows,
     ])
     print(body)
     if args.write:

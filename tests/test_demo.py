@@ -29,14 +29,15 @@ def test_demo_writes_curve_video_and_scores(tmp_path, capsys, which):
     assert again["agent"]["frames"] == 1_000
 
 
-@pytest.mark.parametrize("bf16_units", [True, False])
-def test_pixel_demo_warns_where_its_convs_run_in_fp32(monkeypatch, bf16_units):
+@pytest.mark.parametrize("bf16_speedup", [2.5, 0.7])
+def test_pixel_demo_warns_where_its_convs_run_in_fp32(monkeypatch, bf16_speedup):
     import torch
 
     import crl.encoders
     from crl.demo import convs_in_fp32_on_cpu
 
-    monkeypatch.setattr(crl.encoders, "cpu_has_bf16_units", lambda: bf16_units)
+    monkeypatch.setattr(crl.encoders, "cpu_bf16_conv_speedup", lambda: bf16_speedup)
+    bf16_units = bf16_speedup > 1
     _, config = train.build_configs("drq", "cpu-smoke", {"env": DEMOS["pixels"].env_id})
     assert config.precision == "auto"  # the demo's preset follows the hardware
     assert convs_in_fp32_on_cpu(config, torch.device("cpu")) is not bf16_units

@@ -273,11 +273,24 @@ def test_bfloat16_encoder_runs_convs_in_bf16_close_to_fp32(cls):
         assert cosine > 0.98, name
 
 
+def test_bf16_speed_probe_measures_without_touching_the_random_state(monkeypatch):
+    E.cpu_bf16_conv_speedup.cache_clear()
+    monkeypatch.setattr(E, "cpu_has_bf16_units", lambda: False)
+    assert E.cpu_bf16_conv_speedup() == 0.0  # emulated bf16: never picked, never timed
+    E.cpu_bf16_conv_speedup.cache_clear()
+    monkeypatch.setattr(E, "cpu_has_bf16_units", lambda: True)
+    before = torch.random.get_rng_state()
+    speedup = E.cpu_bf16_conv_speedup(batch=2, reps=1)
+    assert math.isfinite(speedup) and speedup > 0
+    assert torch.equal(torch.random.get_rng_state(), before)  # agents seeded alike init alike
+    E.cpu_bf16_conv_speedup.cache_clear()
+
+
 def test_resolve_precision(monkeypatch):
     assert E.resolve_precision("float32", "cpu") is torch.float32
     assert E.resolve_precision("bfloat16", "cpu") is torch.bfloat16
-    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(E, "cpu_has_bf16_units", lambda: native)
+    for speedup, expected in ((2.5, torch.bfloat16), (0.7, torch.float32), (0.0, torch.float32)):
+        monkeypatch.setattr(E, "cpu_bf16_conv_speedup", lambda: speedup)
         assert E.resolve_precision("auto", "cpu") is expected
     with pytest.raises(ValueError, match="'fp16'.*float32, bfloat16, auto"):
         E.resolve_precision("fp16", "cpu")
