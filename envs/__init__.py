@@ -93,7 +93,8 @@ def stack_frames(env: gym.Env, frame_stack: int) -> gym.Env:
 def make(env_id: str, **options: Any) -> gym.Env:
     """Makes one environment. Options go to the suite's constructor; `frame_stack` to stacking.
 
-    dmc: height, width, camera_id, action_repeat, visuals ("standard" | "fast"), seed.
+    dmc: height, width, camera_id, action_repeat, visuals ("standard" | "fast"), shadow_size
+    (texels; default by image size, 2048 = the suite's own), seed.
     atari: terminal_on_life_loss, noop_max, frame_skip, repeat_action_probability.
     maze/antmaze/fetch: passed to gymnasium.make (e.g. continuing_task, max_episode_steps).
     maze-pixels: size (image side, default 64); the rest as for maze.

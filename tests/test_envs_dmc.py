@@ -138,3 +138,37 @@ def test_vector_env_runs_episodes_and_reports_final_obs():
         np.testing.assert_array_equal(info["frames"], [1000, 1000])
     finally:
         vec.close()
+
+
+def test_shadow_map_sized_by_image():
+    from crl.envs.dmc import shadow_size_for
+
+    assert shadow_size_for(84, 84) == 1024 and shadow_size_for(100, 100) == 1024
+    assert shadow_size_for(200, 160) == 2048 and shadow_size_for(480, 640) == 2048
+    assert DMCEnv("cartpole", "balance").physics.model.vis.quality.shadowsize == 1024
+    assert DMCEnv("cartpole", "balance", shadow_size=2048).physics.model.vis.quality.shadowsize == 2048
+    with pytest.raises(ValueError, match="shadow_size"):
+        DMCEnv("cartpole", "balance", shadow_size=-1)
+
+
+@pytest.mark.parametrize("domain,task", [("walker", "walk"), ("cartpole", "balance")])
+def test_standard_renders_match_the_suites_own(domain, task):
+    """The smaller shadow map changes a few shadow-edge pixels at most; with the suite's 2048 the
+    frames are the raw environment's exactly."""
+    seed = 3
+    ours = DMCEnv(domain, task, seed=seed, action_repeat=1)
+    suites_own = DMCEnv(domain, task, seed=seed, action_repeat=1, shadow_size=2048)
+    raw = raw_env(domain, task, seed)
+    ours.reset(), suites_own.reset(), raw.reset()
+    rng = np.random.default_rng(0)
+    spec = raw.action_spec()
+    changed = []
+    for _ in range(8):
+        action = rng.uniform(-1, 1, size=spec.shape)
+        obs = ours.step(action)[0].astype(int)
+        exact = suites_own.step(action)[0]
+        raw.step(spec.minimum + (action + 1) / 2 * (spec.maximum - spec.minimum))
+        frame = raw.physics.render(84, 84, camera_id=0).transpose(2, 0, 1)
+        np.testing.assert_array_equal(exact, frame)
+        changed.append((np.abs(obs - frame).max(axis=0) > 0).mean())
+    assert max(changed) < 0.003  # under 0.3% of the pixels (21 of 7056); a 256 map changes 0.4%
