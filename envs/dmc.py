@@ -23,19 +23,17 @@ DEFAULT_ACTION_REPEAT = 2
 FAST_VISUAL_FLAGS = {"shadow": False, "reflection": False, "skybox": False}
 VISUALS = ("standard", "fast")
 # The suite's models ask for a 2048 x 2048 shadow map, drawn at every render. For small images
-# `shadow_size=None` draws it at 8 texels per image pixel (a power of two, 1024 to 2048): at 84 x 84
-# a step renders 1.14-1.63x faster on Mesa's software renderer, and 0.004-0.1% of the pixels differ
-# from the 2048 render (0.2% in the worst frame; mean difference under 0.02 of 255 levels) on eight
-# suite domains: BENCHMARKS.md, "Rendering: shadow map size". `shadow_size=2048` renders the suite's
-# own frames exactly.
-SUITE_SHADOW_SIZE = 2048
+# `shadow_size=None` draws it at 8 texels per image pixel (a power of two, at least 1024, never more
+# than the model's own): at 84 x 84 a step renders 1.14-1.63x faster on Mesa's software renderer,
+# and 0.004-0.1% of the pixels differ from the 2048 render (0.2% in the worst frame; mean difference
+# under 0.02 of 255 levels) on eight suite domains: BENCHMARKS.md, "Rendering: shadow map size".
+# `shadow_size=2048` renders the suite's own frames exactly.
 MIN_SHADOW_SIZE = 1024
 
 
 def shadow_size_for(height: int, width: int) -> int:
-    """The shadow map's side for `height x width` renders: 8 texels per pixel, 1024 to 2048."""
-    wanted = 8 * max(height, width)
-    return min(SUITE_SHADOW_SIZE, max(MIN_SHADOW_SIZE, 1 << (wanted - 1).bit_length()))
+    """The shadow map's side for `height x width` renders: 8 texels per pixel, at least 1024."""
+    return max(MIN_SHADOW_SIZE, 1 << (8 * max(height, width) - 1).bit_length())
 
 
 def all_tasks() -> list[tuple[str, str]]:
@@ -87,8 +85,8 @@ class DMCEnv(gym.Env):
         self._env = import_suite().load(domain, task, task_kwargs={"random": seed})
         if shadow_size is not None and shadow_size < 1:
             raise ValueError(f"shadow_size must be a positive number of texels, got {shadow_size}")
-        # read when the first render makes the GL context
-        self.physics.model.vis.quality.shadowsize = shadow_size or shadow_size_for(height, width)
+        quality = self.physics.model.vis.quality  # read when the first render makes the GL context
+        quality.shadowsize = shadow_size or min(quality.shadowsize, shadow_size_for(height, width))
         self._camera = None  # made on first render: keeps GL contexts out of forked parents
         self.frames = 0
 

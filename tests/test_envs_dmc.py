@@ -144,8 +144,10 @@ def test_shadow_map_sized_by_image():
     from crl.envs.dmc import shadow_size_for
 
     assert shadow_size_for(84, 84) == 1024 and shadow_size_for(100, 100) == 1024
-    assert shadow_size_for(200, 160) == 2048 and shadow_size_for(480, 640) == 2048
+    assert shadow_size_for(200, 160) == 2048 and shadow_size_for(480, 640) == 8192
     assert DMCEnv("cartpole", "balance").physics.model.vis.quality.shadowsize == 1024
+    # never more than the model asks for: the suite's 2048 for large renders
+    assert DMCEnv("cartpole", "balance", height=480, width=640).physics.model.vis.quality.shadowsize == 2048
     assert DMCEnv("cartpole", "balance", shadow_size=2048).physics.model.vis.quality.shadowsize == 2048
     with pytest.raises(ValueError, match="shadow_size"):
         DMCEnv("cartpole", "balance", shadow_size=-1)
