@@ -32,8 +32,8 @@ DEMOS = {
     # BENCHMARKS.md, "Pixel agents on CPU": DrQ cpu-smoke scored 358-393 on balance at 32k
     # frames (seeds 0 and 1, and the demo run), where a random policy scores about 270. The
     # 10-minute budget holds where the convs run in bf16 on AMX (8.5 min) or a GPU; with
-    # AVX512-BF16 (AMD EPYC) it took 11.5 min (565); on an AVX2-only CPU they run in fp32 and the
-    # same run takes over twice as long (FP32_CPU_NOTE).
+    # AVX512-BF16 (AMD EPYC) it took 11.5 min (565); where they run in fp32 it took 13 min (320; an
+    # Intel Xeon without AMX, with the smaller shadow map) to 24 min (370, AVX2 only): FP32_CPU_NOTE.
     "pixels": Demo("drq", "dmc:cartpole-balance", "DrQ from pixels (cpu-smoke)", {"frames": 32_000}),
     "states": Demo("sac", "dmc-state:cartpole-swingup", "SAC from states (cpu-smoke)"),
 }
@@ -41,8 +41,8 @@ DEMOS = {
 
 # Measured with `crl demo` on 2-core CPUs: see BENCHMARKS.md.
 FP32_CPU_NOTE = ("note: bf16 convs are not faster than fp32 on this CPU (no bf16 units, or measured "
-                 "slower), so the convs run in fp32 and the pixel demo takes about 24 minutes on a "
-                 "2-core AVX2 CPU (8.5 with AMX). `crl demo --states` is the 3-minute state-based demo.")
+                 "slower), so the convs run in fp32 and the pixel demo takes 13-24 minutes on 2-core "
+                 "CPUs (8.5 with AMX). `crl demo --states` is the 3-minute state-based demo.")
 
 
 def convs_in_fp32_on_cpu(agent_config, device: torch.device) -> bool:
