@@ -59,6 +59,7 @@ __all__ = [
     "PRECISIONS",
     "resolve_precision",
     "cpu_bf16_conv_speedup",
+    "auto_precision_notice",
     "BF16_MIN_SPEEDUP",
     "conv_output_size",
     "ConvEncoder",
@@ -127,6 +128,17 @@ def cpu_bf16_conv_speedup(batch: int = 16, reps: int = 3) -> float:
                 if rep:
                     best[dtype] = min(best[dtype], time.perf_counter() - start)
     return best[torch.float32] / best[torch.bfloat16]
+
+
+def auto_precision_notice(device: str | torch.device) -> str:
+    """What ``precision="auto"`` chooses on ``device``, and on a CPU the measurement it chose by."""
+    device = torch.device(device)
+    chosen = str(resolve_precision("auto", device)).removeprefix("torch.")
+    if device.type != "cpu":
+        return f"precision auto: convs in {chosen} on {device}"
+    speedup = cpu_bf16_conv_speedup()
+    why = f"bf16 convs ran {speedup:.2f}x as fast as fp32 here" if speedup else "this CPU has no bf16 units"
+    return f"precision auto: convs in {chosen} ({why})"
 
 
 def autocast_to(dtype: torch.dtype, x: Tensor):

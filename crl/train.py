@@ -21,7 +21,7 @@ import torch
 from crl import envs
 from crl.checkpoint import CheckpointError, CheckpointManager, check_compatible, load_checkpoint
 from crl.config import ConfigError, field_names, from_dict, replace, to_dict, unknown_field_error
-from crl.encoders import cpu_bf16_conv_speedup, resolve_precision
+from crl.encoders import auto_precision_notice
 from crl.logger import Logger, Progress, save_video, write_config
 from crl.registry import agent_module
 from crl.replay import EpisodeReplay, NothingToSample
@@ -198,16 +198,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def precision_notice(device: torch.device) -> str:
-    """What `precision: auto` chose here, and on a CPU the measurement it chose by."""
-    chosen = str(resolve_precision("auto", device)).removeprefix("torch.")
-    if device.type != "cpu":
-        return f"precision auto: convs in {chosen} on {device}"
-    speedup = cpu_bf16_conv_speedup()
-    why = f"bf16 convs ran {speedup:.2f}x as fast as fp32 here" if speedup else "this CPU has no bf16 units"
-    return f"precision auto: convs in {chosen} ({why})"
-
-
 class OnlineTrainer:
     """Collects with vector envs into the replay, updates the agent, evaluates, checkpoints."""
 
@@ -224,7 +214,7 @@ class OnlineTrainer:
         self.agent = module.Agent(self.eval_env.observation_space, self.eval_env.action_space,
                                   agent_config, device=self.device)
         if getattr(agent_config, "precision", None) == "auto":
-            print(precision_notice(self.device), file=sys.stderr)
+            print(auto_precision_notice(self.device), file=sys.stderr)
         stack = frame_stack_of(self.eval_env)
         self.replay = EpisodeReplay(run.replay_capacity, frame_stack=stack, num_streams=run.num_envs,
                                     seed=run.seed)

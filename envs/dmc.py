@@ -82,9 +82,9 @@ class DMCEnv(gym.Env):
         self.visuals = visuals
         self.render_mode = render_mode
         self._render_flags = FAST_VISUAL_FLAGS if visuals == "fast" else None
-        self._env = import_suite().load(domain, task, task_kwargs={"random": seed})
         if shadow_size is not None and shadow_size < 1:
             raise ValueError(f"shadow_size must be a positive number of texels, got {shadow_size}")
+        self._env = import_suite().load(domain, task, task_kwargs={"random": seed})
         quality = self.physics.model.vis.quality  # read when the first render makes the GL context
         quality.shadowsize = shadow_size or min(quality.shadowsize, shadow_size_for(height, width))
         self._camera = None  # made on first render: keeps GL contexts out of forked parents

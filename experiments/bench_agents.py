@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from benchlib import command_line, cpu_label, interleaved_wall_times, machine_line, wall_times, write_section
-from crl.encoders import BF16_MIN_SPEEDUP, conv_flops, cpu_bf16_conv_speedup
+from crl.encoders import BF16_MIN_SPEEDUP, auto_precision_notice, conv_flops
 from crl.system import cpu_has_bf16_units, keep_freed_memory
 
 ACTION_DIM = 6
@@ -163,15 +163,6 @@ def reference_curl(ref: Path, batch_size: int):
 PASSES = {"DrQ-v2": (2.0, 1.0), "CURL": (2.0 + 0.5 + 1.0 + 2.0, 2.0)}
 
 
-def auto_precision_line() -> str:
-    speedup = cpu_bf16_conv_speedup()
-    if not speedup:
-        return "`precision=\"auto\"` runs the convs in fp32 here: no bf16 units."
-    chosen = "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"
-    return (f"`precision=\"auto\"` runs the convs in {chosen} here: its probe (crl/encoders.py) timed bf16 "
-            f"convs at {speedup:.2f}x the speed of fp32 (bf16 needs {BF16_MIN_SPEEDUP}x).")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", type=Path, help="folder with drqv2/ and curl/ reference checkouts")
@@ -217,7 +208,8 @@ def main() -> None:
         "obs; CURL: three 100->84 crops); CURL's reference gets batches already cropped (its replay "
         "crops in numpy). The references run in fp32; ours in fp32 and, where the CPU has bf16 units, with its convs in bf16 (`precision`). FLOP "
         "floor: conv FLOPs of one update from the layer shapes at this CPU's matmul peak in that precision, "
-        f"measured in this run (2048^3 products: {peak_text}).", auto_precision_line(),
+        f"measured in this run (2048^3 products: {peak_text}). `{auto_precision_notice('cpu')}` "
+        f"(crl/encoders.py: bf16 needs {BF16_MIN_SPEEDUP}x).",
         "", "| agent | precision | batch | ours (s) | reference fp32 (s) | speed-up | FLOP floor (s) | ours / floor |",
         "|---|---|---:|---:|---:|---:|---:|---:|", *rows])
     print(body)

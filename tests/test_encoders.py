@@ -286,6 +286,14 @@ def test_bf16_speed_probe_measures_without_touching_the_random_state(monkeypatch
     E.cpu_bf16_conv_speedup.cache_clear()
 
 
+@pytest.mark.parametrize("speedup, says", [(2.5, "convs in bfloat16 (bf16 convs ran 2.50x as fast as fp32 here)"),
+                                           (0.7, "convs in float32 (bf16 convs ran 0.70x as fast as fp32 here)"),
+                                           (0.0, "convs in float32 (this CPU has no bf16 units)")])
+def test_auto_precision_says_what_it_chose_and_why(monkeypatch, speedup, says):
+    monkeypatch.setattr(E, "cpu_bf16_conv_speedup", lambda: speedup)
+    assert E.auto_precision_notice("cpu") == f"precision auto: {says}"
+
+
 def test_resolve_precision(monkeypatch):
     assert E.resolve_precision("float32", "cpu") is torch.float32
     assert E.resolve_precision("bfloat16", "cpu") is torch.bfloat16

@@ -7,7 +7,6 @@ import sys
 
 import pandas as pd
 import pytest
-import torch
 
 from crl import train
 from crl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
@@ -330,13 +329,3 @@ def test_ctrl_c_before_the_first_checkpoint_says_none_was_written(tmp_path, monk
     assert main(argv) == 130
     assert f"{run_dir}: training interrupted; no checkpoint was written yet" in capsys.readouterr().err
 
-
-@pytest.mark.parametrize("speedup, says", [(2.5, "convs in bfloat16 (bf16 convs ran 2.50x as fast as fp32 here)"),
-                                           (0.7, "convs in float32 (bf16 convs ran 0.70x as fast as fp32 here)"),
-                                           (0.0, "convs in float32 (this CPU has no bf16 units)")])
-def test_auto_precision_says_what_it_chose_and_why(monkeypatch, speedup, says):
-    import crl.encoders
-
-    for module in (crl.encoders, train):
-        monkeypatch.setattr(module, "cpu_bf16_conv_speedup", lambda: speedup)
-    assert train.precision_notice(torch.device("cpu")) == f"precision auto: {says}"
