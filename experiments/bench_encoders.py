@@ -9,7 +9,10 @@ and best step time and the achieved GFLOP/s, counted from the layer shapes:
 * backward: the weight gradient of every layer (= its forward FLOPs) plus the input gradient of
   every layer but the first conv (whose input needs no gradient) -- about 2x forward.
 
-Also times the augmentations of crl.augment at the same batch, for reference.
+Then each conv layer alone (channels_last, fp32, the encoder's layout): forward, and backward
+(weight gradient, plus the input gradient for all but the first), in GFLOP/s beside this CPU's
+fp32 matmul rate -- where an update's conv time goes. Also times the augmentations of crl.augment
+at the same batch, for reference.
 
     python experiments/bench_encoders.py            # print markdown tables
     python experiments/bench_encoders.py --write    # also replace "## Encoders" in BENCHMARKS.md
@@ -26,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchlib import command_line, cpu_name, interleaved_wall_times, wall_times, write_section
+from benchlib import command_line, cpu_name, interleaved_wall_times, median_seconds, wall_times, write_section
 from crl import augment
 from crl.encoders import ConvEncoder, conv_flops
 
@@ -64,6 +67,38 @@ def time_encoder(batch: int, reps: int, warmup: int) -> dict[str, list[float]]:
     return interleaved_wall_times(steps, reps, warmup)
 
 
+def time_conv_layers(batch: int, reps: int, warmup: int) -> list[tuple[str, float, float, float, float]]:
+    """(layer, forward s, backward s, forward FLOPs, backward FLOPs) for each of the encoder's convs
+    on a batch of its input's shape, in the layout the encoder runs (channels_last)."""
+    rows = []
+    channels, size = 9, 84
+    for i, flops in enumerate(conv_flops((9, 84, 84))):
+        stride = 2 if i == 0 else 1
+        torch.manual_seed(i)
+        conv = nn.Conv2d(channels, 32, 3, stride=stride).to(memory_format=torch.channels_last)
+        x = torch.randn(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(i > 0)  # the first conv reads pixels, which need no gradient
+        grad = torch.randn_like(conv(x)).contiguous(memory_format=torch.channels_last)
+
+        def forward_backward():
+            conv.zero_grad(set_to_none=True)
+            conv(x).backward(grad)
+            x.grad = None
+
+        with torch.no_grad():
+            forward = median_seconds(lambda: conv(x), reps, warmup)
+        backward = median_seconds(forward_backward, reps, warmup) - forward
+        label = f"conv{i + 1}: {channels}->32, stride {stride}, {size}x{size} in"
+        rows.append((label, forward, backward, flops * batch, flops * batch * (1 if i == 0 else 2)))
+        channels, size = 32, (size - 3) // stride + 1
+    return rows
+
+
+def matmul_gflops(reps: int = 5, n: int = 2048) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / median_seconds(lambda: a @ b, reps, 1) / 1e9
+
+
 def time_augment(batch: int, reps: int) -> dict[str, list[float]]:
     x84 = torch.randint(0, 256, (batch, 9, 84, 84), dtype=torch.uint8)
     x100 = torch.randint(0, 256, (batch, 9, 100, 100), dtype=torch.uint8)
@@ -78,7 +113,7 @@ def time_augment(batch: int, reps: int) -> dict[str, list[float]]:
     return {name: wall_times(fn, reps) for name, fn in cases.items()}
 
 
-def render(args, enc_times, aug_times, command: str) -> str:
+def render(args, enc_times, layer_times, peak, aug_times, command: str) -> str:
     fwd, bwd = step_flops((9, 84, 84))
     gflop = (fwd + bwd) * args.batch / 1e9
     lines = [
@@ -111,6 +146,14 @@ def render(args, enc_times, aug_times, command: str) -> str:
         "`crl.encoders.CHANNELS_LAST_DEFAULT` is "
         f"`{__import__('crl.encoders', fromlist=['x']).CHANNELS_LAST_DEFAULT}`.",
         "",
+        f"Each conv alone at batch {args.batch}, channels_last, fp32 (median of {args.reps}); this CPU's "
+        f"fp32 matmul (2048^3) runs at {peak:.0f} GFLOP/s:",
+        "",
+        "| layer | forward (ms) | GFLOP/s | backward (ms) | GFLOP/s |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {label} | {fwd_s * 1e3:.1f} | {fwd_f / fwd_s / 1e9:.0f} | {bwd_s * 1e3:.1f} | {bwd_f / bwd_s / 1e9:.0f} |"
+          for label, fwd_s, bwd_s, fwd_f, bwd_f in layer_times),
+        "",
         f"Augmentations at batch {args.batch} (median of {args.reps}):",
         "",
         "| augmentation | median (ms) |",
@@ -136,8 +179,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(min(args.threads, 2))
     torch.set_flush_denormal(True)
     enc_times = time_encoder(args.batch, args.reps, args.warmup)
+    layer_times = time_conv_layers(args.batch, args.reps, args.warmup)
+    peak = matmul_gflops()
     aug_times = time_augment(args.batch, args.reps)
-    section = render(args, enc_times, aug_times, command_line())
+    section = render(args, enc_times, layer_times, peak, aug_times, command_line())
     print(section)
     if args.write:
         write_section("Encoders", section, args.out)
