@@ -74,13 +74,14 @@ PRESETS = {
     # the paper's one per-task exception: lr 2e-4 on cheetah-run
     "dmc100k-cheetah": dict(frames=100_000, replay_capacity=51_000, lr=2e-4),
     "dmc500k-cheetah": dict(frames=500_000, lr=2e-4),
-    # dmc:cartpole-balance (action repeat 8) on a 2-core CPU: 2500 updates, each on 2 x 32 shifted
-    # observations in the critic and 2 x 32 in the target, the convs in bf16 where the CPU has
-    # bf16 units: about 9 minutes with one thread (30 with fp32 convs and glibc's default
-    # allocator). Evaluation return at 24k frames 430 / 243 (seeds 0 / 1), at 32k 366 / 358,
-    # against a random policy's ~270 (BENCHMARKS.md). `crl demo` runs it for 32k frames.
-    "cpu-smoke": dict(batch_size=32, hidden_dims=(256, 256), frames=24_000, seed_frames=4_000,
-                      replay_capacity=13_000, eval_every_frames=8_000, eval_episodes=5, precision="auto"),
+    # dmc:cartpole-balance (action repeat 8) on a 2-core CPU: 7.5k updates in 64k frames, each on
+    # 2 x 32 shifted observations in the critic and 2 x 32 in the target. Alone on a 2-core AMD
+    # EPYC with bf16 convs: 987 at 56k frames (seed 0, 19 min) and 989 at 64k (seed 1, 22 min);
+    # fp32 (Intel Xeon without AMX): 993 at 48k (seed 1, 26 min). Before ~40k frames it stays
+    # near a random policy's ~270 (163-399 at 8k-32k, BENCHMARKS.md). `crl demo` runs 32k frames.
+    # The replay holds the whole run at any action repeat >= 2.
+    "cpu-smoke": dict(batch_size=32, hidden_dims=(256, 256), frames=64_000, seed_frames=4_000,
+                      replay_capacity=33_000, eval_every_frames=8_000, eval_episodes=5, precision="auto"),
 }
 
 

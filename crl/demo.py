@@ -29,8 +29,9 @@ class Demo:
 
 
 DEMOS = {
-    # BENCHMARKS.md, "Pixel agents on CPU": DrQ cpu-smoke scored 358-393 on balance at 32k
-    # frames (seeds 0 and 1, and the demo run), where a random policy scores about 270. The
+    # BENCHMARKS.md, "Pixel agents on CPU": DrQ cpu-smoke scored 318-565 on balance at 32k
+    # frames (seeds 0 and 1, and the demo runs), where a random policy scores about 270; the
+    # preset's full 64k frames pass 700 (about 20 min with bf16 convs). The
     # 10-minute budget holds where the convs run in bf16 on AMX (8.5 min) or a GPU; with
     # AVX512-BF16 (AMD EPYC) it took 11.5 min (565); where they run in fp32 it took 13 min (320; an
     # Intel Xeon without AMX, with the smaller shadow map) to 24 min (370, AVX2 only): FP32_CPU_NOTE.
