@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from benchlib import command_line, cpu_label, interleaved_wall_times, machine_line, wall_times, write_section
+from benchlib import command_line, cpu_label, interleaved_wall_times, machine_line, matmul_gflops, write_section
 from crl.encoders import BF16_MIN_SPEEDUP, auto_precision_notice, conv_flops
 from crl.system import cpu_has_bf16_units, keep_freed_memory
 
@@ -33,14 +33,6 @@ ACTION_DIM = 6
 # Untimed updates first: with crl's allocator setting the heap grows over the first few updates
 # (DrQ-v2 at batch 256 on an AVX2 CPU: 2.2, 1.5, 1.2, then ~1.05 s).
 WARMUP = 4
-
-
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """This CPU's matmul peak in `dtype`: the best of `reps` n x n products into a fixed output."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    out = torch.empty(n, n, dtype=dtype)
-    best = min(wall_times(lambda: torch.mm(a, b, out=out), reps, warmup=WARMUP))
-    return 2 * n**3 / best / 1e9
 
 
 def update_conv_flops(batch: int, forward_passes: float, backward_passes: float, size: int = 84) -> float:
@@ -181,7 +173,7 @@ def main() -> None:
     precisions = {"float32": torch.float32}
     if args.bf16 or cpu_has_bf16_units():
         precisions["bfloat16"] = torch.bfloat16
-    peaks = {precision: matmul_gflops(dtype) for precision, dtype in precisions.items()}
+    peaks = {precision: matmul_gflops(dtype, warmup=WARMUP) for precision, dtype in precisions.items()}
     peak_text = ", ".join(f"{peak:.0f} GFLOP/s {'fp32' if p == 'float32' else 'bf16'}" for p, peak in peaks.items())
 
     rows = []

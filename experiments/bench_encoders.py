@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchlib import command_line, cpu_name, interleaved_wall_times, median_seconds, wall_times, write_section
+from benchlib import (command_line, cpu_name, interleaved_wall_times, matmul_gflops, median_seconds, wall_times,
+                      write_section)
 from crl import augment
 from crl.encoders import ConvEncoder, conv_flops
 
@@ -68,17 +69,16 @@ def time_encoder(batch: int, reps: int, warmup: int) -> dict[str, list[float]]:
 
 
 def time_conv_layers(batch: int, reps: int, warmup: int) -> list[tuple[str, float, float, float, float]]:
-    """(layer, forward s, backward s, forward FLOPs, backward FLOPs) for each of the encoder's convs
-    on a batch of its input's shape, in the layout the encoder runs (channels_last)."""
+    """(layer, forward s, backward s, forward FLOPs, backward FLOPs) for each conv of the encoder,
+    alone, on a batch of its input's shape in the layout the encoder runs (channels_last)."""
+    torch.manual_seed(0)
+    encoder = ConvEncoder((9, 84, 84), conv_only=True, channels_last=True)
+    convs = [layer for layer in encoder.convs if isinstance(layer, nn.Conv2d)]
+    x = torch.randn(batch, *encoder.obs_shape).contiguous(memory_format=torch.channels_last)
     rows = []
-    channels, size = 9, 84
-    for i, flops in enumerate(conv_flops((9, 84, 84))):
-        stride = 2 if i == 0 else 1
-        torch.manual_seed(i)
-        conv = nn.Conv2d(channels, 32, 3, stride=stride).to(memory_format=torch.channels_last)
-        x = torch.randn(batch, channels, size, size).contiguous(memory_format=torch.channels_last)
+    for i, (conv, flops) in enumerate(zip(convs, conv_flops(encoder.obs_shape))):
         x.requires_grad_(i > 0)  # the first conv reads pixels, which need no gradient
-        grad = torch.randn_like(conv(x)).contiguous(memory_format=torch.channels_last)
+        grad = torch.randn_like(conv(x))  # channels_last, as the conv's output
 
         def forward_backward():
             conv.zero_grad(set_to_none=True)
@@ -88,15 +88,11 @@ def time_conv_layers(batch: int, reps: int, warmup: int) -> list[tuple[str, floa
         with torch.no_grad():
             forward = median_seconds(lambda: conv(x), reps, warmup)
         backward = median_seconds(forward_backward, reps, warmup) - forward
-        label = f"conv{i + 1}: {channels}->32, stride {stride}, {size}x{size} in"
+        label = (f"conv{i + 1}: {conv.in_channels}->{conv.out_channels}, stride {conv.stride[0]}, "
+                 f"{x.shape[-2]}x{x.shape[-1]} in")
         rows.append((label, forward, backward, flops * batch, flops * batch * (1 if i == 0 else 2)))
-        channels, size = 32, (size - 3) // stride + 1
+        x = torch.randn_like(grad)  # the next conv's input
     return rows
-
-
-def matmul_gflops(reps: int = 5, n: int = 2048) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n**3 / median_seconds(lambda: a @ b, reps, 1) / 1e9
 
 
 def time_augment(batch: int, reps: int) -> dict[str, list[float]]:
@@ -147,7 +143,7 @@ def render(args, enc_times, layer_times, peak, aug_times, command: str) -> str:
         f"`{__import__('crl.encoders', fromlist=['x']).CHANNELS_LAST_DEFAULT}`.",
         "",
         f"Each conv alone at batch {args.batch}, channels_last, fp32 (median of {args.reps}); this CPU's "
-        f"fp32 matmul (2048^3) runs at {peak:.0f} GFLOP/s:",
+        f"fp32 matmul peak (best 2048^3 product) is {peak:.0f} GFLOP/s:",
         "",
         "| layer | forward (ms) | GFLOP/s | backward (ms) | GFLOP/s |",
         "|---|---:|---:|---:|---:|",

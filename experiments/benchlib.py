@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from crl.fileio import atomic_write_bytes
 from crl.system import cpu_flags
 
@@ -93,3 +95,11 @@ def interleaved_wall_times(fns: dict, reps: int, warmup: int = 1) -> dict[str, l
 
 def median_seconds(fn, reps: int, warmup: int = 1) -> float:
     return statistics.median(wall_times(fn, reps, warmup))
+
+
+def matmul_gflops(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5, warmup: int = 1) -> float:
+    """This CPU's matmul peak in `dtype`: the best of `reps` n x n products into a fixed output."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    best = min(wall_times(lambda: torch.mm(a, b, out=out), reps, warmup))
+    return 2 * n**3 / best / 1e9
