@@ -84,6 +84,7 @@ PRESETS = {
     # repeat 2. The std decays over the first 24k frames (the released schedule, 100k agent
     # steps, would barely move in this budget). lr 3e-4 (the paper's 1e-4 passed 700 on balance
     # only after ~9k updates at batch 256).
+    # Tried, no faster per frame or per update: batch 64, action repeat 8 (BENCHMARKS.md).
     # Deviation: action_l2=1 (not in DrQ-v2, see Config). Without it, in the first ~250 updates,
     # while Q is still near 0, the deterministic actor drifts into tanh saturation (one action:
     # evaluation return 136, the cart against the wall) and stays there, its gradient gone: seed 1
