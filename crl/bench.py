@@ -25,14 +25,17 @@ A skipped or resumed run keeps the agent config it was made with: where that dif
 spec now gives (an override added after the run), a warning names the fields; delete the run
 directory to run it again with the new settings. A run made with other run settings (all but the
 budget, device, checkpoint cadence and videos: see RUN_FIELDS_FREE_TO_DIFFER) is neither skipped
-nor resumed but fails, naming the fields, so that one report never mixes evaluation protocols.
+nor resumed but fails, naming the fields, so that one report never mixes evaluation protocols; so
+does a finished or crashed run whose config.yaml is missing, unreadable or names another agent
+(nothing to check it against). The report leaves such runs out and lists them under "Missing"; a
+run reported with another agent config than the spec's is listed there too.
 A run is done when its eval.csv's frames reach the budget, whatever the return: a non-finite one
 (diverged) shows in the per-task table and under "Missing", as does an eval.csv that cannot be read.
 
 The report (OUT/report/: report.md, per_task.csv, aggregates.csv, plots/) gives, per task, the mean
 and std over seeds of the evaluation return at each report budget (100k and 500k frames for DMC;
-the last eval row at or below the budget, with a few frames of slack for the agent step that
-crosses it) next to the published numbers of experiments/reference/dmc_published.csv; and across
+the last eval row at or below the budget, with the slack of the loop step that crosses it:
+num_envs times the frames per agent step that eval.csv records) next to the published numbers of experiments/reference/dmc_published.csv; and across
 tasks the mean, median and IQM with 95% stratified-bootstrap intervals, computed by rliable
 (`rliable.library.get_interval_estimates`, `rliable.metrics`) on scores normalised by /1000 for
 DMC and human-normalised for Atari: (score - random) / (human - random) from
@@ -67,7 +70,7 @@ import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -78,8 +81,9 @@ SPECS_DIR = REPO / "experiments" / "specs"
 REFERENCE_DIR = REPO / "experiments" / "reference"
 SUITES = ("dmc", "atari")
 SUITE_PREFIXES = {"dmc": ("dmc", "dmc-state"), "atari": ("atari",)}
-# An evaluation lands on the first agent step at or past its cadence: an agent step is at most 8
-# frames (cartpole's action repeat; Atari's frame skip is 4), so a row that far past a budget is at it.
+# An evaluation lands on the first loop step at or past its cadence. A loop step is num_envs agent
+# steps; an agent step is at most 8 frames (cartpole's action repeat; Atari's frame skip is 4): the
+# slack per env where eval.csv does not say (loop_step_frames).
 SLACK_FRAMES = 8
 DMC_SCORE_SCALE = 1000.0
 METRICS = ("mean", "median", "iqm")
@@ -144,9 +148,11 @@ def load_spec(name_or_path: str | Path) -> Spec:
 
     path = spec_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise SpecError(f"spec {path} is not valid YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(f"spec {path} is not UTF-8 text: {error}") from None
     if not isinstance(data, dict):
         raise SpecError(f"spec {path} must be a mapping of key: value")
 
@@ -181,6 +187,8 @@ def load_spec(name_or_path: str | Path) -> Spec:
     report_frames = data.get("report_frames", [data["frames"]])
     if not isinstance(report_frames, list) or not all(is_positive_int(f) for f in report_frames):
         raise fail("report_frames", f"must be a list of positive integers, got {report_frames!r}")
+    if repeated := duplicates(report_frames):
+        raise fail("report_frames", f"lists {', '.join(map(str, repeated))} more than once")
     for key in ("presets", "run", "overrides", "task_overrides"):
         if not isinstance(data.get(key, {}), dict):
             raise fail(key, f"must be a mapping, got {data[key]!r}")
@@ -388,20 +396,39 @@ def run_state(run_dir: Path, frames: int) -> str:
     return "new"
 
 
+class UncheckableRun(ValueError):
+    """A run directory with evaluations whose config.yaml is missing, unreadable or of another
+    agent: there is nothing to check its settings against, so it is neither kept nor reported."""
+
+
+def recorded_run_config(run: BenchRun) -> dict:
+    """The config.yaml of an existing run, checked to be a run config of `run.agent`."""
+    from crl.config import ConfigError
+    from crl.train import recorded_config
+
+    where = run.run_dir / "config.yaml"
+    try:
+        config = recorded_config(run.run_dir)
+    except (ConfigError, OSError, ValueError) as error:
+        raise UncheckableRun(f"{where} cannot be read: {error}") from None
+    if config is None:
+        raise UncheckableRun(f"{where} is missing, so the run's settings cannot be checked")
+    if config["agent"] != run.agent:
+        raise UncheckableRun(f"{where} records agent {config['agent']!r}, not {run.agent!r}")
+    return config
+
+
 def recorded_differences(run: BenchRun) -> list[str]:
     """`field: recorded -> planned` for each agent config field where the config.yaml of an existing
-    run differs from the planned config (empty when there is no readable config.yaml)."""
+    run differs from the planned config (UncheckableRun without a readable one)."""
     from crl import registry
     from crl.config import ConfigError, from_dict
-    from crl.train import read_run_config
 
-    if not (run.run_dir / "config.yaml").is_file():
-        return []
+    recorded = recorded_run_config(run)["agent_config"]
     try:
-        recorded = read_run_config(run.run_dir).get("agent_config") or {}
         recorded = from_dict(registry.agent_module(run.agent).Config, recorded, f"{run.run_dir}/config.yaml")
-    except (ConfigError, OSError, AttributeError, TypeError, ValueError):
-        return []  # written by other code (a renamed field); nothing to compare
+    except (ConfigError, TypeError, ValueError) as error:  # written by other code (a renamed field)
+        return [f"the recorded agent config no longer reads as one ({error})"]
     return [f"{f.name}: {getattr(recorded, f.name)!r} -> {getattr(run.agent_config, f.name)!r}"
             for f in dataclasses.fields(recorded) if getattr(recorded, f.name) != getattr(run.agent_config, f.name)]
 
@@ -415,16 +442,10 @@ RUN_FIELDS_FREE_TO_DIFFER = ("frames", "device", "checkpoint_every_frames", "kee
 
 def recorded_run_differences(run: BenchRun) -> list[str]:
     """`field: recorded -> planned` for each run setting (but those free to differ) where the
-    config.yaml of an existing run differs from the planned run (empty without a readable config.yaml)."""
+    config.yaml of an existing run differs from the planned run (UncheckableRun without a readable one)."""
     from crl.config import to_dict
-    from crl.train import read_run_config
 
-    if not (run.run_dir / "config.yaml").is_file():
-        return []
-    try:
-        recorded = read_run_config(run.run_dir).get("run") or {}
-    except (OSError, ValueError):
-        return []
+    recorded = recorded_run_config(run)["run"]
     planned = to_dict(run.run)
     return [f"{name}: {recorded[name]!r} -> {value!r}" for name, value in planned.items()
             if name not in RUN_FIELDS_FREE_TO_DIFFER and name in recorded and recorded[name] != value]
@@ -437,6 +458,12 @@ def execute(run: BenchRun) -> str:
     from crl import train
 
     state = run_state(run.run_dir, run.run.frames)
+    if state in ("done", "resume"):
+        try:
+            recorded_run_config(run)
+        except UncheckableRun as error:
+            raise SpecError(f"{error}; the run is neither kept nor resumed: delete {run.run_dir} to run it again, "
+                            "or use another --out") from None
     if state in ("done", "resume") and (changed := recorded_run_differences(run)):
         raise SpecError(f"{run.run_dir} was made with other run settings than the spec gives ({'; '.join(changed)}); "
                         "it is neither kept nor resumed: delete the directory to run it again, or use another --out")
@@ -506,14 +533,44 @@ def env_id_of_published(task: str) -> str:
     raise KeyError(f"no dmc task is published as {task!r}")
 
 
+def reference_table(name: str, key_columns: tuple[str, ...], value_columns: tuple[str, ...],
+                    key_of=lambda key: key) -> dict:
+    """{key_of(key columns): value columns as floats} of a reference CSV; a missing column, a value
+    that is not a number, an unknown name (key_of raises KeyError) or a repeated key is an error
+    naming the file and the line."""
+    path = REFERENCE_DIR / name
+    table = {}
+    for number, row in enumerate(read_reference(name), start=1):
+        where = f"reference table {path}, data row {number} (after the header)"
+        if missing := [c for c in key_columns + value_columns if c not in row]:
+            raise ValueError(f"reference table {path} lacks the column(s) {', '.join(missing)}")
+        try:
+            key = key_of(tuple(row[c] for c in key_columns))
+            values = tuple(float(row[c]) for c in value_columns)
+        except KeyError as error:
+            raise ValueError(f"{where}: {error.args[0] if error.args else error}") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: {', '.join(value_columns)} must be numbers, got "
+                             f"{', '.join(repr(row.get(c)) for c in value_columns)}") from None
+        if key in table:
+            raise ValueError(f"{where}: {key} is listed more than once")
+        table[key] = values
+    return table
+
+
 def dmc_published() -> dict[tuple[str, str, int], tuple[float, float]]:
     """(method, env id, frames) -> (mean, std) from dmc_published.csv."""
-    return {(row["method"], env_id_of_published(row["task"]), int(row["steps"])): (float(row["mean"]), float(row["std"]))
-            for row in read_reference("dmc_published.csv")}
+    def key_of(cells):
+        method, task, steps = cells
+        if not steps.isdigit():
+            raise KeyError(f"steps must be a whole number of frames, got {steps!r}")
+        return method, env_id_of_published(task), int(steps)
+
+    return reference_table("dmc_published.csv", ("method", "task", "steps"), ("mean", "std"), key_of)
 
 
 def atari_random_human() -> dict[str, tuple[float, float]]:
-    return {row["game"]: (float(row["random"]), float(row["human"])) for row in read_reference(ATARI_TABLE)}
+    return reference_table(ATARI_TABLE, ("game",), ("random", "human"), key_of=lambda cells: cells[0])
 
 
 def human_normalized(score, game: str, table: dict[str, tuple[float, float]] | None = None):
@@ -530,12 +587,12 @@ def normalize(suite: str, env_id: str, score, atari_table=None):
 
 # -- scores and aggregates ---------------------------------------------------------------------
 
-def score_at(frames: np.ndarray, returns: np.ndarray, budget: int) -> float | None:
-    """The eval return at a budget: the last row at or below it (plus the slack of one agent
-    step); None if the run has not reached the budget."""
+def score_at(frames: np.ndarray, returns: np.ndarray, budget: int, slack: int = SLACK_FRAMES) -> float | None:
+    """The eval return at a budget: the last row at or below it (plus `slack`, the frames of the
+    loop step that crosses it); None if the run has not reached the budget."""
     if not len(frames) or frames[-1] < budget:
         return None
-    below = np.flatnonzero(frames <= budget + SLACK_FRAMES)
+    below = np.flatnonzero(frames <= budget + slack)
     return float(returns[below[-1]]) if len(below) else None
 
 
@@ -571,34 +628,66 @@ def aggregate(scores: dict[str, np.ndarray], reps: int = 50_000, seed: int = 0) 
                     for i, metric in enumerate(METRICS)} for agent in scores}
 
 
+class Curve(NamedTuple):
+    frames: np.ndarray
+    returns: np.ndarray
+    slack: int = SLACK_FRAMES  # frames of one loop step: an evaluation lands up to this far past its cadence
+
+
 def collect(out: Path, agents: list[str], tasks: list[str], seeds: list[int],
             planned: list[BenchRun] | None = None) -> tuple[dict, list[str]]:
-    """{(agent, task): {seed: (frames, returns)}} for every run directory with an eval.csv, and a
-    note for each run left out (the rest are reported): an eval.csv that could not be read, or a run
-    made with other run settings than the `planned` runs (one report, one evaluation protocol)."""
+    """{(agent, task): {seed: Curve}} for every run directory with evaluations, and a note for each
+    run left out or reported with a caveat. Left out: an eval.csv that cannot be read and, given the
+    `planned` runs, a run made with other run settings (one report, one evaluation protocol) or
+    whose config.yaml cannot be checked. Reported with a note: a run whose agent config differs
+    from the planned one (a field changed in the spec after it ran)."""
     planned_runs = {(run.agent, run.task, run.seed): run for run in planned or []}
-    curves, left_out = {}, []
+    curves, notes = {}, []
     for agent in agents:
         for task in tasks:
             for seed in seeds:
-                run = planned_runs.get((agent, task, seed))
-                if run is not None and (changed := recorded_run_differences(run)):
-                    left_out.append(f"{agent} on {task} seed {seed}: left out, made with other run settings than "
-                                    f"the spec's ({'; '.join(changed)})")
-                    continue
+                name = f"{agent} on {task} seed {seed}"
+                run_dir = run_dir_of(out, agent, task, seed)
                 try:
-                    frames, returns = eval_rows(run_dir_of(out, agent, task, seed))
+                    frames, returns = eval_rows(run_dir)
                 except UnreadableEval as error:
-                    left_out.append(f"{agent} on {task} seed {seed}: left out, unreadable: {error}")
+                    notes.append(f"{name}: left out, unreadable: {error}")
                     continue
-                if len(frames):
-                    curves.setdefault((agent, task), {})[seed] = (frames, returns)
-    return curves, left_out
+                if not len(frames):
+                    continue
+                num_envs = 1
+                if (run := planned_runs.get((agent, task, seed))) is not None:
+                    try:
+                        changed, other_agent_config = recorded_run_differences(run), recorded_differences(run)
+                    except UncheckableRun as error:
+                        notes.append(f"{name}: left out, {error}")
+                        continue
+                    if changed:
+                        notes.append(f"{name}: left out, made with other run settings than the spec's "
+                                     f"({'; '.join(changed)})")
+                        continue
+                    if other_agent_config:
+                        notes.append(f"{name}: reported, but made with another agent config than the spec gives "
+                                     f"({'; '.join(other_agent_config)})")
+                    num_envs = run.run.num_envs
+                curves.setdefault((agent, task), {})[seed] = Curve(frames, returns, loop_step_frames(run_dir, num_envs))
+    return curves, notes
+
+
+def loop_step_frames(run_dir: Path, num_envs: int) -> int:
+    """Frames of one step of the training loop (every vector env steps once): num_envs times the
+    frames per agent step that eval.csv records (frames / agent_steps: the action repeat or frame
+    skip), or SLACK_FRAMES per env where it has no agent steps."""
+    per_step = [parse_float(row.get("frames")) / parse_float(row.get("agent_steps"))
+                for row in read_eval_csv(Path(run_dir) / "eval.csv") if parse_float(row.get("agent_steps")) > 0]
+    per_step = [x for x in per_step if math.isfinite(x)]
+    return num_envs * (math.ceil(max(per_step)) if per_step else SLACK_FRAMES)
 
 
 def scores_at(curves: dict, agent: str, task: str, budget: int) -> dict[int, float]:
     """{seed: eval return at the budget} over the seeds that reached it (nan for a diverged one)."""
-    by_seed = {seed: score_at(f, r, budget) for seed, (f, r) in curves.get((agent, task), {}).items()}
+    by_seed = {seed: score_at(curve.frames, curve.returns, budget, curve.slack)
+               for seed, curve in curves.get((agent, task), {}).items()}
     return {seed: value for seed, value in by_seed.items() if value is not None}
 
 
@@ -680,7 +769,7 @@ def plot_task(path: Path, suite: str, task: str, curves: dict, agents: list[str]
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for i, agent in enumerate(agents):
-        runs = [(f[np.isfinite(r)], r[np.isfinite(r)]) for f, r in curves.get((agent, task), {}).values()]
+        runs = [(f[np.isfinite(r)], r[np.isfinite(r)]) for f, r, _ in curves.get((agent, task), {}).values()]
         runs = [(f, r) for f, r in runs if len(f)]
         if not runs:
             continue
@@ -800,8 +889,10 @@ def report(spec: Spec, out: Path, agents: list[str], tasks: list[str], seeds: li
               "runs resampled within each task).", "",
               "| agent | frames | metric | value | 95% CI | runs x tasks |", "|---|---|---|---|---|---|"]
     for row in aggregate_rows:
+        interval = (f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if row["runs"] > 1 else
+                    "none (one run per task: the bootstrap has nothing to resample)")
         lines.append(f"| {row['agent']} | {row['frames']} | {row['metric']} | {row['value']:.3f} | "
-                     f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}] | {row['runs']} x {row['tasks']} |")
+                     f"{interval} | {row['runs']} x {row['tasks']} |")
     if not aggregate_rows:
         lines.append("| (no agent has complete runs) | | | | | |")
     lines += ["", "## Learning curves", ""]
@@ -839,13 +930,16 @@ def command(spec_name: str, agents: str | None = None, seeds: int | None = None,
             raise SpecError(f"{flag} must be a positive integer, got {value!r}")
     spec = load_spec(spec_name)
     out_dir = Path(out) if out else Path("runs") / "bench" / spec.name
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SpecError(f"--out {out_dir} is a file, not a directory for the runs and the report")
+    if tasks is not None and not split_list(tasks):
+        raise SpecError(f"--tasks {tasks!r} names no task; tasks of spec {spec.path}: {', '.join(spec.tasks)}")
     task_list = split_list(tasks) or spec.tasks
     for task in task_list:
-        suite, _ = envs.check_env_id(task)
-        if suite not in SUITE_PREFIXES[spec.suite]:
-            raise SpecError(f"--tasks: {task!r} is not a {spec.suite} task (spec {spec.path})")
-        if problem := unscorable_task(task):
-            raise SpecError(f"--tasks {problem}")
+        envs.check_env_id(task)
+        if task not in spec.tasks:  # the aggregates are over the spec's task set, or a subset of it
+            raise SpecError(f"--tasks: {task!r} is not a task of spec {spec.path}; its tasks: {', '.join(spec.tasks)} "
+                            "(write a spec of your own to run others)")
     agent_list = split_list(agents) or (discover_agents(out_dir) if report_only else None)
     if not agent_list:
         raise SpecError("crl bench needs --agents a,b (`crl list agents`)" if not report_only else

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="spec name in experiments/specs (dmc100k, dmc500k, atari100k) or a YAML path")
     p.add_argument("--agents", help="comma-separated agent names; `crl list agents`")
     p.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the spec's)")
-    p.add_argument("--tasks", help="comma-separated environment ids (default: the spec's)")
+    p.add_argument("--tasks", help="comma-separated environment ids, a subset of the spec's tasks (default: all of them)")
     p.add_argument("--frames", type=int, help="budget in frames (default: the spec's)")
     p.add_argument("--out", help="output directory (default runs/bench/SPEC)")
     p.add_argument("--preset", help="preset for every agent (default: the spec's, else its name)")

@@ -23,7 +23,7 @@ def field_names(config_cls) -> list[str]:
 
 
 def unknown_field_error(name: str, valid: list[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(name, valid, n=3)
+    close = difflib.get_close_matches(name, valid, n=3) if isinstance(name, str) else []  # YAML may give 1: 2
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     return ConfigError(f"unknown config field {name!r} in {where}.{hint} Valid fields: {', '.join(sorted(valid))}")
 

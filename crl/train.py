@@ -74,12 +74,36 @@ def check_run_values(run: RunConfig) -> None:
     for name in NON_NEGATIVE_RUN_FIELDS:
         if getattr(run, name) < 0:
             raise ConfigError(f"run config field {name!r} must be >= 0, got {getattr(run, name)!r}")
+    from crl.envs.dmc import VISUALS
+
+    if run.visuals not in VISUALS:
+        raise ConfigError(f"run config field 'visuals' must be one of {', '.join(VISUALS)}, got {run.visuals!r}")
+    check_device_name(run.device)
 
 
-def check_batch_size(agent_name: str, agent_config) -> None:
+def check_device_name(name: str) -> None:
+    """'auto' or a name torch can parse (cpu, cuda, cuda:1, mps); whether the device exists is
+    checked when the run starts (resolve_device), so a config can be written on another machine."""
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"run config field 'device' must be auto, cpu, cuda, cuda:N or another torch device, "
+                          f"got {name!r}") from None
+
+
+def check_agent_values(agent_name: str, agent_config) -> None:
+    """The agent fields every run reads before its first update, checked when the configs are built."""
+    from crl.encoders import PRECISIONS
+
     batch_size = getattr(agent_config, "batch_size", 1)
     if batch_size <= 0:
         raise ConfigError(f"{agent_name} config field 'batch_size' must be positive (> 0), got {batch_size!r}")
+    precision = getattr(agent_config, "precision", "float32")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{agent_name} config field 'precision' must be one of {', '.join(PRECISIONS)}, "
+                          f"got {precision!r}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -121,7 +145,7 @@ def build_configs(agent_name: str, preset: str | None, overrides: dict[str, Any]
     settings.update(overrides)
     run, agent = split_settings(agent_name, settings, f"preset {preset!r} / --set" if preset else "--set")
     agent_config = from_dict(module.Config, agent, f"{agent_name} config")
-    check_batch_size(agent_name, agent_config)
+    check_agent_values(agent_name, agent_config)
     return from_dict(RunConfig, run, "run config"), agent_config
 
 

@@ -437,14 +437,16 @@ def test_a_nan_final_eval_is_done_and_reported_as_diverged(tmp_path):
 
 def test_an_unreadable_eval_csv_is_named_and_the_other_runs_reported(tmp_path, capsys):
     out = tmp_path / "out"
-    write_eval(bench.run_dir_of(out, "drq", "dmc:walker-walk", 0), [(1000, 100.0)])
+    spec = write_spec(tmp_path, TINY_SPEC.replace("dmc-state:cartpole-balance", "dmc:walker-walk")
+                      .replace("report_frames: [1000, 2000]", "report_frames: [1000]"))
+    good, _ = bench.plan(bench.load_spec(spec), ["drq"], [0, 1], out)
+    made_with(good)
+    write_eval(good.run_dir, [(1000, 100.0)])
     garbage = bench.run_dir_of(out, "drq", "dmc:walker-walk", 1) / "eval.csv"
     garbage.parent.mkdir(parents=True)
     garbage.write_bytes(bytes(range(128, 256)) * 4)
     with pytest.raises(bench.UnreadableEval, match=str(garbage)):
         bench.eval_rows(garbage.parent)
-    spec = write_spec(tmp_path, TINY_SPEC.replace("dmc-state:cartpole-balance", "dmc:walker-walk")
-                      .replace("report_frames: [1000, 2000]", "report_frames: [1000]"))
     assert cli.main(["bench", str(spec), "--out", str(out), "--report-only", "--seeds", "2", "--reps", "100"]) == 0
     text = (out / "report" / "report.md").read_text()
     assert "| dmc:walker-walk | 1000 | drq | 100.0 ± 0.0 | 1 |" in text
@@ -470,7 +472,7 @@ def test_an_atari_game_without_reference_scores_is_rejected(tmp_path):
                                               r".*atari100k_random_human.csv.*games: Alien, Amidar") as error:
         bench.load_spec(spec)
     assert str(spec) in str(error.value)
-    with pytest.raises(bench.SpecError, match=r"--tasks holds 'atari:Tetris'.*atari100k_random_human.csv"):
+    with pytest.raises(bench.SpecError, match=r"--tasks: 'atari:Tetris' is not a task of spec .*atari100k.yaml"):
         bench.command("atari100k", agents="sb3-dqn", tasks="atari:Pong,atari:Tetris", out=str(tmp_path / "out"))
 
 
@@ -538,3 +540,139 @@ def test_a_cut_short_last_eval_row_does_not_make_a_run_done(tmp_path):
     frames, returns = bench.eval_rows(run_dir)
     assert frames.tolist() == [400] and returns.tolist() == [299.4712]
     assert bench.run_state(run_dir, 800) == "restart"
+
+
+# -- runs the report cannot check, vector envs, hostile specs -----------------------------------
+
+def test_the_budget_row_of_a_vector_env_run_is_its_final_evaluation(tmp_path):
+    # 6 envs at action repeat 8: each loop step is 48 frames, so the evaluations for 1000 and 2000
+    # frames land at 1008 and 2016 frames
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC.replace("run: {", "run: {num_envs: 6, ")))
+    (run,) = bench.plan(spec, ["sac"], [0], tmp_path / "out")
+    made_with(run)
+    write_eval(run.run_dir, [(1008, 21.5), (2016, 16.7)])
+    assert bench.loop_step_frames(run.run_dir, 6) == 48
+    curves, notes = bench.collect(tmp_path / "out", ["sac"], spec.tasks, [0], [run])
+    assert notes == [] and curves[("sac", spec.tasks[0])][0].slack == 48
+    assert bench.scores_at(curves, "sac", spec.tasks[0], 2000) == {0: 16.7}
+    assert bench.scores_at(curves, "sac", spec.tasks[0], 1000) == {0: 21.5}
+    assert bench.score_at(np.array([1008.0, 2016]), np.array([21.5, 16.7]), 2000) == 21.5  # one env's slack
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda d: (d / "config.yaml").unlink(), "config.yaml is missing"),
+    (lambda d: (d / "config.yaml").write_text((d / "config.yaml").read_text() + "  bad: [unclosed\n"),
+     "config.yaml cannot be read"),
+    (lambda d: (d / "config.yaml").write_text((d / "config.yaml").read_text().replace("agent: sac", "agent: drq")),
+     "config.yaml records agent 'drq', not 'sac'"),
+    (lambda d: (d / "config.yaml").write_text("agent: sac\nrun: 5\nagent_config: {}\n"), "'run' must be a mapping"),
+])
+def test_a_run_whose_config_cannot_be_checked_is_neither_kept_nor_reported(tmp_path, monkeypatch, damage, reason):
+    spec_path = write_spec(tmp_path, TINY_SPEC)
+    good, damaged = bench.plan(bench.load_spec(spec_path), ["sac"], [0, 1], tmp_path / "out")
+    for run in (good, damaged):
+        made_with(run)
+    damage(damaged.run_dir)
+    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("ran again"))
+    outcomes = bench.run_all([good, damaged])
+    assert [o["status"] for o in outcomes] == ["skipped", "failed"]
+    assert reason in outcomes[1]["error"] and "neither kept nor resumed" in outcomes[1]["error"]
+    argv = ["bench", str(spec_path), "--out", str(tmp_path / "out"), "--report-only", "--seeds", "2", "--reps", "100"]
+    assert cli.main(argv) == 0
+    (row,) = [r for r in read_csv(tmp_path / "out" / "report" / "per_task.csv") if r["frames"] == "2000"]
+    assert row["seeds"] == "1"
+    missing = (tmp_path / "out" / "report" / "report.md").read_text().split("## Missing", 1)[1]
+    assert "sac on dmc-state:cartpole-balance seed 1: left out" in missing and reason in missing
+
+
+def test_a_run_made_with_another_agent_config_is_reported_with_a_note(tmp_path):
+    from crl.config import to_dict
+    from crl.logger import write_config
+
+    spec_path = write_spec(tmp_path, TINY_SPEC)
+    same, other = bench.plan(bench.load_spec(spec_path), ["sac"], [0, 1], tmp_path / "out")
+    made_with(same)
+    made_with(other)
+    write_config(other.run_dir, {"agent": "sac", "run": to_dict(other.run),
+                                 "agent_config": {**to_dict(other.agent_config), "gamma": 0.5}})
+    assert cli.main(["bench", str(spec_path), "--out", str(tmp_path / "out"), "--report-only", "--seeds", "2",
+                     "--reps", "100"]) == 0
+    text = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert ("sac on dmc-state:cartpole-balance seed 1: reported, but made with another agent config than the spec "
+            "gives (gamma: 0.5 -> 0.99)") in text
+    (row,) = [r for r in read_csv(tmp_path / "out" / "report" / "per_task.csv") if r["frames"] == "2000"]
+    assert row["seeds"] == "2"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("overrides: {sac: {1: 2}}", r"key 'overrides' for 'sac': unknown config field 1"),
+    ("report_frames: [2000, 2000]", "key 'report_frames' lists 2000 more than once"),
+])
+def test_more_spec_errors_name_the_file_and_key(tmp_path, text, message):
+    edited = TINY_SPEC.replace("report_frames: [1000, 2000]\n", "").replace(
+        "overrides:\n  sac: {hidden_dims: [32, 32], batch_size: 32}\n", "") + text + "\n"
+    path = write_spec(tmp_path, edited)
+    with pytest.raises(bench.SpecError, match=message) as error:
+        bench.load_spec(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_spec_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes(b"\xff\xfe\x00suite: dmc\n")
+    with pytest.raises(bench.SpecError, match=f"spec {path} is not UTF-8 text"):
+        bench.load_spec(path)
+
+
+@pytest.mark.parametrize("run_values, message", [
+    ("device: banana", "'device' must be auto, cpu, cuda"),
+    ("visuals: bogus", "'visuals' must be one of standard, fast, got 'bogus'"),
+])
+def test_bad_run_values_fail_the_plan_naming_the_spec(tmp_path, run_values, message):
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC.replace("run: {", f"run: {{{run_values}, ")))
+    with pytest.raises(bench.SpecError, match=message) as error:
+        bench.plan(spec, ["sac"], [0], tmp_path / "out")
+    assert str(spec.path) in str(error.value)
+
+
+def test_a_bad_precision_fails_the_plan(tmp_path):
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC.replace("batch_size: 32}", "batch_size: 32, precision: half}")))
+    with pytest.raises(bench.SpecError, match="'precision' must be one of float32, bfloat16, auto, got 'half'"):
+        bench.plan(spec, ["sac"], [0], tmp_path / "out")
+
+
+def test_out_that_is_a_file_and_tasks_outside_the_spec_are_refused(tmp_path, capsys):
+    spec = write_spec(tmp_path, TINY_SPEC)
+    for flags, message in ((["--out", str(spec)], f"--out {spec} is a file"),
+                           (["--tasks", "dmc-state:cartpole-swingup"],
+                            "--tasks: 'dmc-state:cartpole-swingup' is not a task of spec"),
+                           (["--tasks", ","], "--tasks ',' names no task")):
+        assert cli.main(["bench", str(spec), "--agents", "sac", *flags]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_one_run_per_task_reports_no_interval(tmp_path):
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC))
+    (run,) = bench.plan(spec, ["sac"], [0], tmp_path / "out")
+    made_with(run)
+    text = bench.report(spec, tmp_path / "out", ["sac"], spec.tasks, [0], 2000, reps=100, planned=[run]).read_text()
+    assert "none (one run per task: the bootstrap has nothing to resample)" in text and "| 1 x 1 |" in text
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("CURL,finger_spin,2,100000,767,56", "CURL,finger_spinn,2,100000,767,56"),
+     "data row 1 .*no dmc task is published as 'finger_spinn'"),
+    (lambda t: t.replace("CURL,finger_spin,2,100000,767,56", "CURL,finger_spin,2,100000,,56"),
+     "data row 1 .*mean, std must be numbers, got '', '56'"),
+    (lambda t: t + "CURL,finger_spin,2,100000,1,1,again\n", r"data row 25 .*\('CURL', 'dmc:finger-spin', 100000\) is listed more than once"),
+])
+def test_an_edited_reference_table_names_its_file_and_row(tmp_path, monkeypatch, edit, message):
+    import shutil
+
+    copy = tmp_path / "reference"
+    shutil.copytree(bench.REFERENCE_DIR, copy)
+    table = copy / "dmc_published.csv"
+    table.write_text(edit(table.read_text()))
+    monkeypatch.setattr(bench, "REFERENCE_DIR", copy)
+    with pytest.raises(ValueError, match=f"reference table {table}, {message}"):
+        bench.dmc_published()
