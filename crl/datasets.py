@@ -191,6 +191,7 @@ def _check_episode(episode: Episode, where: str, action_space: Any = None) -> No
         _check_array(array, where, key)
         if len(array) != steps + 1:
             _fail(where, f"{key} has {len(array)} rows, expected T+1 = {steps + 1} for {steps} actions")
+    _check_goal_widths(episode.observations, where)
     actions = np.asarray(episode.actions)
     _check_array(actions, where, "actions")
     rewards = np.asarray(episode.rewards)
@@ -213,15 +214,30 @@ def _check_episode(episode: Episode, where: str, action_space: Any = None) -> No
         _check_actions(actions, action_space, where, "actions")
 
 
+def _check_goal_widths(observations: Any, where: str) -> None:
+    """A goal's rows compare with the achieved goal's (success is their distance): same width."""
+    if isinstance(observations, dict) and {"achieved_goal", "desired_goal"} <= set(observations):
+        achieved, desired = (np.asarray(observations[k]) for k in ("achieved_goal", "desired_goal"))
+        if achieved.shape[1:] != desired.shape[1:]:
+            _fail(where, f"desired_goal rows of shape {desired.shape[1:]} do not match achieved_goal rows of "
+                         f"shape {achieved.shape[1:]} (a goal is compared with the achieved goal)")
+
+
 def _check_dataset(dataset: Dataset) -> None:
     """Every episode valid, all with the same observation fields, shapes, dtypes and infos keys."""
     if not dataset.episodes:
         _fail(dataset.source or "dataset", "no episodes")
+    for i, episode in enumerate(dataset.episodes):
+        _check_episode(episode, f"{dataset.source or 'dataset'} episode {i}")
+    _check_episodes_agree(dataset)
+
+
+def _check_episodes_agree(dataset: Dataset) -> None:
+    """All episodes with episode 0's observation fields, shapes, dtypes and infos keys."""
     first = dataset.episodes[0]
     first_fields = {k: (v.shape[1:], v.dtype) for k, v in _obs_fields(first.observations).items()}
     for i, episode in enumerate(dataset.episodes):
         where = f"{dataset.source or 'dataset'} episode {i}"
-        _check_episode(episode, where)
         fields = {k: (v.shape[1:], v.dtype) for k, v in _obs_fields(episode.observations).items()}
         if fields != first_fields:
             _fail(where, f"observations {fields} differ from episode 0's {first_fields}")
@@ -454,7 +470,11 @@ def _squeeze_column(array: np.ndarray) -> np.ndarray:
 def _d4rl_columns(arrays: dict, where: str, metadata: dict, ignored: list) -> _D4RLColumns:
     missing = [k for k in D4RL_REQUIRED if k not in arrays]
     if missing:
-        _fail(where, f"missing key {missing[0]!r} (keys in the file: {', '.join(sorted(arrays)) or 'none'})")
+        keys = sorted(arrays)
+        listed = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "") if keys else "none"
+        hint = ("; this is a Minari data file: pass its dataset directory" if any(k.startswith("episode_") for k in keys)
+                else "")
+        _fail(where, f"missing key {missing[0]!r} (keys in the file: {listed}){hint}")
     observations = arrays["observations"]
     _check_array(observations, where, "observations")
     n = len(observations)
@@ -519,6 +539,10 @@ def _d4rl_goal_fields(observations, next_obs, infos, where):
         achieved = observations[:, :2]
         if next_obs is not None:
             next_achieved = next_obs[:, :2]
+    if goal is not None and goal.shape[1:] != achieved.shape[1:]:
+        source = "infos/achieved_goal" if "achieved_goal" in infos else "the observations' first two columns (xy)"
+        _fail(where, f"infos/goal has shape {infos['goal'].shape}: its rows must be as wide as the achieved goal's, "
+                     f"{achieved.shape[1:]} from {source}")
     fields = {"observation": observations, "achieved_goal": achieved, "desired_goal": goal}
     next_fields = {"observation": next_obs, "achieved_goal": next_achieved,
                    "desired_goal": _goal_array(infos, "next_goal", n, where)}
@@ -767,7 +791,9 @@ def load_minari(id_or_path: str | os.PathLike, *, action_space: Any = None) -> D
     if empty:
         metadata["skipped_empty_episodes"] = empty
     env_id = _valid_env_id(raw.get("crl_env_id")) or env_id_from_gym(spec.id if spec else None)
-    return Dataset(episodes=episodes, env_id=env_id, metadata=metadata, source=where)
+    dataset = Dataset(episodes=episodes, env_id=env_id, metadata=metadata, source=where)
+    _check_episodes_agree(dataset)  # each episode was checked as it was read
+    return dataset
 
 
 def _check_minari_metadata(raw: Any, where: str) -> None:

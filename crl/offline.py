@@ -91,6 +91,13 @@ def resolve_spec(spec: str | Path) -> str:
     return str(path.resolve()) if d4rl_suffix or path.exists() else text
 
 
+def same_dataset_key(resolved: str) -> str:
+    """A resolved spec less its "minari:" prefix: once paths are resolved, "minari:ID" and "ID" both
+    name the Minari id ID (the prefix is kept in records: it stops a folder named ID from being
+    taken for the id later)."""
+    return resolved.removeprefix("minari:")
+
+
 def check_same_dataset(run_dir: Path, spec: str) -> None:
     """A run directory that will be resumed (it holds checkpoints) must be given its own dataset."""
     from crl.checkpoint import CheckpointManager
@@ -98,7 +105,7 @@ def check_same_dataset(run_dir: Path, spec: str) -> None:
     if CheckpointManager(run_dir / "checkpoints").latest() is None or not (run_dir / "config.yaml").is_file():
         return
     recorded = read_config(run_dir).get("dataset")
-    if recorded is not None and resolve_spec(recorded) != spec:
+    if recorded is not None and same_dataset_key(resolve_spec(recorded)) != same_dataset_key(spec):
         raise ValueError(f"{run_dir} was trained on dataset {recorded}, not {spec}; resuming it on another "
                          "dataset would mix the two: pass --logdir with a new run directory")
 

@@ -579,3 +579,36 @@ def test_load_dispatch_and_summary(tmp_path):
     assert info["normalized_score"] == pytest.approx(D.normalized_score(np.mean(returns), task="hopper"))
     assert info["observation"] == {"observations": {"shape": [3], "dtype": "float32"}}
     assert info["format"] == "d4rl" and "success_rate" not in info
+
+
+def test_minari_episodes_that_disagree_are_refused_naming_the_episode(minari_root):
+    create_with_minari("bad/widths-v0", maze_like_episodes(), MAZE_OBS, BOX2)
+    data_file = minari_root / "bad/widths-v0/data/main_data.hdf5"
+    with h5py.File(data_file, "a") as f:
+        del f["episode_1/observations/observation"]
+        f["episode_1/observations/observation"] = np.zeros((4, 5))
+    with pytest.raises(DatasetError, match=r"episode 1: observations .*differ from episode 0's"):
+        D.load("bad/widths-v0")
+
+    create_with_minari("bad/infos-v0", maze_like_episodes(), MAZE_OBS, BOX2)
+    with h5py.File(minari_root / "bad/infos-v0/data/main_data.hdf5", "a") as f:
+        del f["episode_2/infos/success"]
+    with pytest.raises(DatasetError, match=r"episode 2: infos keys \[\] differ from episode 0's \['success'\]"):
+        D.load("bad/infos-v0")
+
+
+@pytest.mark.parametrize("goal_shape", [(N, 3), (N,)])
+def test_d4rl_goals_narrower_or_wider_than_the_achieved_goal_are_refused(tmp_path, goal_shape):
+    arrays = d4rl_arrays(goals=True)
+    arrays["infos/goal"] = np.ones(goal_shape, np.float32)
+    path = write_h5(tmp_path / "maze2d.hdf5", arrays)
+    with pytest.raises(DatasetError, match=rf"{path}: infos/goal has shape \({goal_shape[0]},.*achieved goal's, \(2,\)"):
+        D.load_d4rl(path)
+
+
+def test_a_minari_data_file_given_as_d4rl_is_named_as_such_in_a_short_error(minari_root):
+    create_with_minari("maze/many-v0", maze_like_episodes() * 10, MAZE_OBS, BOX2)
+    path = minari_root / "maze/many-v0/data/main_data.hdf5"
+    with pytest.raises(DatasetError, match=r"missing key 'observations' .*\(\d+ in all\)\); this is a Minari data file") as error:
+        D.load_d4rl(path)
+    assert len(str(error.value)) < 1500

@@ -155,3 +155,16 @@ def test_errors_name_the_problem(tmp_path, capsys):
     assert main(["dataset", "collect", "--env", "maze:PointMaze_UMaze-v3", "--policy", "random",
                  "--episodes", "1"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_a_minari_id_with_or_without_its_prefix_is_the_same_dataset_on_resume(tmp_path):
+    from crl.logger import write_config
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "ckpt_000000001000.pt").write_bytes(b"")
+    write_config(run_dir, {"dataset": "test/base-v0"})
+    offline.check_same_dataset(run_dir, offline.resolve_spec("minari:test/base-v0"))
+    offline.check_same_dataset(run_dir, offline.resolve_spec("test/base-v0"))
+    with pytest.raises(ValueError, match="was trained on dataset test/base-v0, not other/base-v0"):
+        offline.check_same_dataset(run_dir, offline.resolve_spec("other/base-v0"))
