@@ -452,12 +452,14 @@ class CheckpointManager:
         return path
 
     def _prune(self, keep_path: Path) -> None:
-        # Keep the file just written plus the newest keep-1 others. Normally that is simply the
-        # newest `keep`; if files from further along exist (a run resumed from an older
-        # checkpoint), the one just written still survives.
+        # Keep the file just written plus the newest keep-1 before it. Files from further along
+        # (a run resumed from an older checkpoint because a newer one would not load) are neither
+        # counted nor removed: counting an unreadable one would prune the readable fallbacks, and
+        # the run overwrites each of them when it gets to its frames.
         if self.keep is None:
             return
-        others = [p for p in self.list() if p != keep_path]
+        written = self.frames_of(keep_path)
+        others = [p for p in self.list() if self.frames_of(p) < written]
         survivors = others[len(others) - (self.keep - 1):] if self.keep > 1 else []
         for p in others:
             if p not in survivors:
@@ -479,8 +481,8 @@ class CheckpointManager:
 
         A checkpoint that fails with CheckpointError (truncated, corrupt, not a crl checkpoint)
         is skipped with a ``RuntimeWarning`` naming it and the previous one is tried; the bad
-        file is left in place (the next save at those frames overwrites it, pruning removes it
-        eventually). If every checkpoint fails, CheckpointError lists them all.
+        file is left in place (the next save at those frames overwrites it; until then pruning
+        neither counts nor removes it). If every checkpoint fails, CheckpointError lists them all.
         ``self.loaded_path`` is set to the file that loaded.
         """
         self.loaded_path = None

@@ -82,6 +82,9 @@ def cmd_resume(args: argparse.Namespace, overrides: dict) -> int:
     if args.preset:
         raise CheckpointError(f"cannot change the preset when resuming {args.resume}; "
                               f"only {', '.join(sorted(train.RESUMABLE_FIELDS))} may change")
+    if args.logdir and Path(args.logdir).resolve() != Path(args.resume).resolve():
+        raise ValueError(f"--logdir {args.logdir} with --resume {args.resume}: a resumed run continues in its own "
+                         "directory (copy it first to continue a copy)")
     with resumable_on_interrupt(args.resume):
         result = train.resume(args.resume, agent=args.agent, overrides=overrides)
     print(f"final evaluation: {json.dumps(result)}; run directory: {args.resume}")
@@ -153,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run directory's latest checkpoint, or a checkpoint file")
     p.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=positive_int, default=10)
     p.add_argument("--video", action="store_true", help="save an mp4 of the first episode")
     p.set_defaults(func=cmd_eval)
 
@@ -178,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("collect", help="run a policy and write its episodes (D4RL HDF5 or Minari)")
     q.add_argument("--env", help="environment id (default for a checkpoint: its own)")
     q.add_argument("--policy", required=True, help="random, planner (mazes), or a checkpoint / run directory")
-    q.add_argument("--episodes", type=int, required=True)
+    q.add_argument("--episodes", type=positive_int, required=True)
     q.add_argument("--out", help="D4RL-layout HDF5 file to write")
     q.add_argument("--minari-id", help="Minari dataset id to write (under MINARI_DATASETS_PATH or --minari-root)")
     q.add_argument("--minari-root", help="Minari datasets folder (default MINARI_DATASETS_PATH or ~/.minari/datasets)")
@@ -207,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = osub.add_parser("eval", help="roll a checkpoint's policy in the dataset's env; score beside the data's")
     q.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
     q.add_argument("--dataset", help="dataset spec (default: the one the run was trained on)")
-    q.add_argument("--episodes", type=int, default=10)
+    q.add_argument("--episodes", type=positive_int, default=10)
     q.add_argument("--video", action="store_true")
     q.set_defaults(func=cmd_offline)
 
@@ -219,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     from crl.system import keep_freed_memory
 
@@ -226,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # large tensors reused instead of re-faulted each update (crl/system.py)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        # Errors about the user's input are printed plainly, not as a traceback.
+    except (ValueError, OSError, RuntimeError) as error:
+        # Errors about the user's input (and files: missing, not writable, a file where a folder
+        # goes) are printed plainly, not as a traceback.
         print(f"crl: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # no traceback for Ctrl-C; 130 as a shell reports it

@@ -127,6 +127,7 @@ class Logger:
         self._closed = False
 
         offset = 0.0
+        self.last_logged: dict[str, float] = {}  # kind -> the counter of its last row kept on resuming
         for kind in KINDS:
             path = self.csv_path(kind)
             if resume_frames is None:
@@ -143,6 +144,8 @@ class Logger:
             if len(kept) != len(rows):
                 atomic_write_bytes(path, _csv_bytes(fields, kept))
             self._fields[kind] = fields
+            if kept:
+                self.last_logged[kind] = _counter_of(kept[-1], step_counter)
             for r in kept:
                 try:
                     offset = max(offset, float(r.get("wall_time") or 0.0))

@@ -93,13 +93,21 @@ def check_device_name(name: str) -> None:
                           f"got {name!r}") from None
 
 
+def is_positive_agent_field(name: str) -> bool:
+    """Agent fields that count or divide (a 0 would fail mid-run: `step % every`, an empty n-step
+    window, a zero-width layer)."""
+    return (name.endswith(("_every", "_augmentations")) or
+            name in ("batch_size", "n_step", "num_atoms", "hidden_dims", "hidden_dim", "feature_dim"))
+
+
 def check_agent_values(agent_name: str, agent_config) -> None:
     """The agent fields every run reads before its first update, checked when the configs are built."""
     from crl.encoders import PRECISIONS
 
-    batch_size = getattr(agent_config, "batch_size", 1)
-    if batch_size <= 0:
-        raise ConfigError(f"{agent_name} config field 'batch_size' must be positive (> 0), got {batch_size!r}")
+    for name, value in vars(agent_config).items():
+        counts = value if name == "hidden_dims" and isinstance(value, (tuple, list)) else [value]
+        if is_positive_agent_field(name) and any(isinstance(v, int) and v <= 0 for v in counts):
+            raise ConfigError(f"{agent_name} config field {name!r} must be positive (> 0), got {value!r}")
     precision = getattr(agent_config, "precision", "float32")
     if precision not in PRECISIONS:
         raise ConfigError(f"{agent_name} config field 'precision' must be one of {', '.join(PRECISIONS)}, "
@@ -418,6 +426,10 @@ def take(obs, i):
 def train(agent_name: str, run: RunConfig, agent_config, run_dir: str | Path) -> dict[str, float]:
     """A fresh run in `run_dir` (an error if it already holds checkpoints: use resume)."""
     run_dir = Path(run_dir)
+    sb3_models = sorted((run_dir / "checkpoints").glob("sb3_*.zip"))  # agents/sb3.py's, which do not resume
+    if sb3_models:
+        raise FileExistsError(f"{run_dir} already holds a finished SB3 run ({sb3_models[-1].name}); "
+                              "choose another --logdir")
     if CheckpointManager(run_dir / "checkpoints").latest() is not None:
         raise FileExistsError(f"{run_dir} already holds checkpoints; resume it with --resume {run_dir} "
                               "or choose another --logdir")
@@ -461,10 +473,16 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
     trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
     trainer.restore(payload)
     trainer.commands = resumed_commands(recorded if recorded is not None else payload["config"])
+    if run.frames < trainer.counters["frames"]:
+        raise ValueError(f"{manager.loaded_path} is at {trainer.counters['frames']} frames, past --frames "
+                         f"{run.frames}: a resume can only go on (evaluate it with `crl eval {manager.loaded_path}`)")
     try:
         # the logs are read (and an unreadable one refused) before config.yaml records the resume
         with Logger(run_dir, resume_frames=trainer.counters["frames"]) as logger:
             write_config(run_dir, trainer.config_dict())
+            at_checkpoint = trainer.counters["frames"]
+            if trainer.last_eval.get("frames") == at_checkpoint and logger.last_logged.get("eval") != at_checkpoint:
+                trainer.evaluate_and_log(logger)  # the checkpoint's evaluation row was lost in the crash
             return trainer.train(logger)
     finally:
         trainer.close()

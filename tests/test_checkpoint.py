@@ -350,6 +350,22 @@ def test_manager_all_corrupt_raises(tmp_path):
 
 def test_save_never_prunes_the_file_just_written(tmp_path):
     m = CheckpointManager(tmp_path, keep=1)
-    m.save({"f": 500}, 500)
-    p = m.save({"f": 300}, 300)  # resumed from an earlier point
-    assert p.exists() and m.list() == [p]
+    m.save({"f": 500}, 500).write_bytes(b"junk")  # unreadable, so the run resumed from an earlier point
+    p = m.save({"f": 300}, 300)
+    assert p.exists() and [q.name for q in m.list()] == ["ckpt_000000000300.pt", "ckpt_000000000500.pt"]
+    with pytest.warns(RuntimeWarning, match="ckpt_000000000500.pt"):
+        assert m.load_latest()["f"] == 300
+
+
+def test_an_unreadable_newer_checkpoint_does_not_count_towards_keep(tmp_path):
+    m = CheckpointManager(tmp_path, keep=2)
+    for frames in (1600, 2000, 2400):
+        m.save({"f": frames}, frames)
+    m.path_for(2400).write_bytes(b"truncated")  # the resume falls back to 2000
+    for frames in (2100, 2200):  # the resumed run saves on before it reaches 2400 again
+        m.save({"f": frames}, frames)
+    assert [m.frames_of(p) for p in m.list()] == [2100, 2200, 2400]  # two readable fallbacks, not one
+    with pytest.warns(RuntimeWarning):
+        assert m.load_latest()["f"] == 2200
+    m.save({"f": 2400}, 2400)  # overwrites the unreadable file, and pruning is back to the newest two
+    assert [m.frames_of(p) for p in m.list()] == [2200, 2400]

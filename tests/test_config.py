@@ -71,3 +71,12 @@ def test_run_values_out_of_range_are_refused_naming_field_and_value(name, value,
 def test_zero_batch_size_is_refused():
     with pytest.raises(ConfigError, match="'batch_size' must be positive.*got 0"):
         train.build_configs("sac", None, {"batch_size": "0"})
+
+
+@pytest.mark.parametrize("agent, name, value", [
+    ("sac", "actor_update_every", "0"), ("drq", "target_update_every", "0"), ("curl", "curl_update_every", "0"),
+    ("drq", "n_step", "0"), ("drq", "critic_augmentations", "0"), ("drqv2", "hidden_dims", "256,0"),
+    ("curl-rainbow", "num_atoms", "0"), ("drq-eps", "hidden_dim", "-1")])
+def test_agent_counts_and_intervals_must_be_positive(agent, name, value):
+    with pytest.raises(ConfigError, match=rf"{agent} config field '{name}' must be positive"):
+        train.build_configs(agent, None, {name: value})

@@ -83,7 +83,7 @@ TINY_SAC = ["visuals=fast", "seed_frames=240", "eval_every_frames=200", "eval_ep
             "features_dim=16", "net_arch=16,16"]
 
 
-def test_sb3_sac_run_through_cli(tmp_path):
+def test_sb3_sac_run_through_cli(tmp_path, capsys):
     logdir = tmp_path / "sac"
     code = cli.main(["train", "sb3-sac", "--env", "dmc:cartpole-balance", "--frames", "400",
                      "--logdir", str(logdir), "--set", *TINY_SAC])
@@ -98,6 +98,14 @@ def test_sb3_sac_run_through_cli(tmp_path):
     assert config["agent"] == "sb3-sac" and config["run"]["frames"] == 400
     assert config["agent_config"]["net_arch"] == [16, 16]
     assert list((logdir / "checkpoints").glob("sb3_*.zip"))
+
+    before = (logdir / "eval.csv").read_bytes(), (logdir / "config.yaml").read_bytes()
+    small_sac = ["visuals=fast", "seed_frames=100", "eval_every_frames=200", "eval_episodes=1", "batch_size=8"]
+    for agent, settings in (("sb3-sac", TINY_SAC), ("sac", small_sac)):  # either would overwrite its logs
+        assert cli.main(["train", agent, "--env", "dmc:cartpole-balance", "--frames", "200",
+                         "--logdir", str(logdir), "--set", *settings]) == 2
+        assert "already holds a finished SB3 run (sb3_000000000400.zip)" in capsys.readouterr().err
+    assert ((logdir / "eval.csv").read_bytes(), (logdir / "config.yaml").read_bytes()) == before
 
 
 def test_sb3_dqn_run_through_cli(tmp_path, monkeypatch):

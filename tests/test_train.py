@@ -329,3 +329,36 @@ def test_ctrl_c_before_the_first_checkpoint_says_none_was_written(tmp_path, monk
     assert main(argv) == 130
     assert f"{run_dir}: training interrupted; no checkpoint was written yet" in capsys.readouterr().err
 
+
+
+def test_eval_episodes_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", str(tmp_path), "--episodes", "0"])
+    assert exit_info.value.code == 2 and "--episodes: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_a_logdir_under_a_file_is_a_plain_error(tmp_path, capsys):
+    (tmp_path / "afile").write_text("not a folder")
+    code = main(["train", "sac", "--env", "dmc-state:cartpole-balance", "--frames", "100",
+                 "--logdir", str(tmp_path / "afile" / "run")])
+    assert code == 2 and capsys.readouterr().err.startswith("crl: error:")
+
+
+def test_a_checkpoints_lost_eval_row_is_evaluated_again_on_resume(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run, agent = configs(frames=4000)
+    train.train("sac", run, agent, run_dir)
+    rows = pd.read_csv(run_dir / "eval.csv")
+    text = (run_dir / "eval.csv").read_text()
+    (run_dir / "eval.csv").write_text(text[: text.rindex("\n", 0, len(text) - 1) + 1 + 10])  # 4000's row cut short
+    train.resume(run_dir, frames=6000)
+    again = pd.read_csv(run_dir / "eval.csv")
+    assert list(again.frames) == [2000, 4000, 6000]
+    assert again.episode_return.iloc[1] == pytest.approx(rows.episode_return.iloc[1])  # the same policy, same seeds
+
+    with pytest.raises(ValueError, match="is at 6000 frames, past --frames 5000: a resume can only go on"):
+        train.resume(run_dir, frames=5000)
+    assert list(pd.read_csv(run_dir / "eval.csv").frames) == [2000, 4000, 6000]
+    assert main(["train", "sac", "--resume", str(run_dir), "--logdir", str(tmp_path / "fork")]) == 2
+    assert "a resumed run continues in its own directory" in capsys.readouterr().err
+    assert not (tmp_path / "fork").exists()
