@@ -374,7 +374,8 @@ class OnlineTrainer:
             if done:
                 self.replay.add_first(take(next_obs, i), stream=i)
                 episode = finished_episode(info["final_info"], i, self.episode_returns[i])
-                finished.append(episode)
+                if episode is not None:
+                    finished.append(episode)
                 self.episode_returns[i] = 0.0
         self.counters["frames"] += step_frames(info, terminated | truncated)
         self.counters["agent_steps"] += self.run.num_envs
@@ -403,11 +404,14 @@ def step_frames(info: dict, done: np.ndarray) -> int:
     return int(frames.sum())
 
 
-def finished_episode(final_info: dict, i: int, running_return: float) -> dict[str, float]:
-    """Train-log stats of env i's finished episode (Atari: the whole game's raw score)."""
+def finished_episode(final_info: dict, i: int, running_return: float) -> dict[str, float] | None:
+    """Train-log stats of env i's finished episode (Atari: the whole game's raw score, logged once
+    per game; None for a lost life that ends the agent's episode while the game goes on)."""
     def has(key):
         return key in final_info and final_info[f"_{key}"][i]
 
+    if has("lives") and not has("game_score"):  # terminal on life loss: envs/atari.py's GameScore
+        return None
     stats = {"episode_return": float(final_info["game_score"][i]) if has("game_score") else float(running_return)}
     if has("success"):
         stats["success"] = float(final_info["success"][i])

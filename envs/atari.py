@@ -6,7 +6,13 @@ episodes capped at 108k frames (27k agent steps). Rewards are the raw game score
 them for learning if their paper does). Terminal-on-life-loss is for training only: it ends the
 agent's episode at a lost life but keeps playing the same game (Dopamine's behaviour, via
 stable-baselines3's EpisodicLifeEnv), and `info["game_score"]` carries the full game's score when
-the game is really over.
+the game is really over (the training log gets one row per game, crl.train.finished_episode).
+
+Known differences from Dopamine's runner (small, measured by a review on 2026-12-03, not fixed):
+EpisodicLifeEnv steps one NOOP (4 frames, not counted in `frames`) when it restarts the agent's
+episode after a lost life, as OpenAI baselines does and Dopamine does not; ALE's 108k-frame cap
+counts the no-op start frames (up to 7 agent steps fewer than Dopamine's 27k-step cap); and a step
+truncated by the cap part-way through its frame skip returns the previous step's screen.
 """
 
 from __future__ import annotations

@@ -95,3 +95,24 @@ def test_atari100k_games_all_available():
     available = set(all_games())
     assert len(ATARI_100K_GAMES) == 26
     assert set(ATARI_100K_GAMES) <= available
+
+
+def test_the_train_log_gets_one_row_per_game_not_per_life():
+    from crl.train import finished_episode
+
+    env = envs.make_vector("atari:Breakout", 1, terminal_on_life_loss=True)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    rows, score, lives_ended = [], 0.0, 0
+    while not rows:
+        _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        score += float(reward[0])
+        if terminated[0] or truncated[0]:
+            episode = finished_episode(info["final_info"], 0, running_return=-1.0)
+            if episode is None:
+                lives_ended += 1
+            else:
+                rows.append(episode)
+    env.close()
+    assert lives_ended == 4  # Breakout's five lives: four end the agent's episode, the fifth the game
+    assert rows == [{"episode_return": score}]  # the whole game's score, once
