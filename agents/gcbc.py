@@ -24,7 +24,7 @@ from crl.rl import Checkpointable, TanhGaussianActor, metrics_to_floats, optimiz
 class Config:
     gamma: float = 0.99  # discount of the relabelled-goal distribution
     batch_size: int = 256
-    lr: float = 3e-4
+    lr: float = 3e-4  # contrastive RL's GCBC; TD-InfoNCE's `use_gcbc` mode trains its policy at 5e-5
     hidden_dims: tuple[int, ...] = (512, 512, 512, 512)
     layer_norm: bool = False
     feature_dim: int = 50  # image goals only: conv encoder output

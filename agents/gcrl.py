@@ -57,8 +57,9 @@ class Config:
 
 
 PRESETS = {
-    # Eysenbach et al. 2022 as released: 2x256 MLPs without LayerNorm, representation 64.
-    "eysenbach2022": dict(hidden_dims=(256, 256), layer_norm=False, repr_dim=64, entropy_coef=0.0),
+    # Eysenbach et al. 2022 as released: 2x256 MLPs without LayerNorm, representation 64, one
+    # critic (the released config's twin_q=False for contrastive_nce).
+    "eysenbach2022": dict(hidden_dims=(256, 256), layer_norm=False, repr_dim=64, entropy_coef=0.0, twin=False),
     # Offline (Zheng et al. 2023's batch and networks; the released AntMaze config is batch 1024,
     # 2x1024 without LayerNorm): BC 0.05 toward future goals, alpha 0.
     "offline": dict(batch_size=2048, bc_coef=0.05, actor_goals="future", entropy_coef=0.0,

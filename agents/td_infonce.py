@@ -16,7 +16,10 @@ G_j), I) over goals G (random online, the transition's own future offline) and o
 0.2 * MSE behaviour cloning. Representations are L2-normalised (cosine energy, temperature 1).
 Defaults are the released code's online settings; presets `offline` (AntMaze), `offline-cpu`
 and `cpu-smoke` (2-core CPU). Deviations: random actor goals are rolled future goals (theirs: rolled
-batch states); image goals get DrQ's random shift (theirs: no augmentation).
+batch states); image goals get DrQ's random shift (theirs: no augmentation); weights start Xavier
+uniform where the release uses LeCun uniform (VarianceScaling(1, fan_in, uniform)): the same on
+the square hidden layers, wider on the first and last layers (e.g. 512 -> 16: bound 0.107 against
+0.077). Kept: the recorded runs used it.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ Pieces (see ALGORITHMS.md, "Shared pixel pieces"):
   (Linear -> LayerNorm -> activation), optional near-zero last layer.
 * Init schemes (:func:`init_weights`): ``"orthogonal"`` (DrQ, DrQ-v2: Linear orthogonal gain 1,
   Conv orthogonal gain sqrt(2), zero biases), ``"delta_orthogonal"`` (SAC-AE, CURL: conv kernel
-  zero except an orthogonal centre tap with gain sqrt(2)), ``"xavier_uniform"`` (Zheng et al.
-  2023), ``"default"`` (leave PyTorch's). :func:`init_near_zero_` for a last layer.
+  zero except an orthogonal centre tap with gain sqrt(2)), ``"xavier_uniform"`` (our goal
+  agents; the Zheng et al. 2023 release uses LeCun uniform, see agents/td_infonce.py), ``"default"`` (leave PyTorch's). :func:`init_near_zero_` for a last layer.
 
 Memory layout: on the 2-core x86 CPU this was written on (torch 2.13), forward+backward of the
 conv encoder (+ head) at batch 256 on uint8 9x84x84 was about 1.4x faster with

@@ -124,6 +124,19 @@ def test_gcrl_actor_loss_is_alpha_log_pi_minus_the_smaller_critic(monkeypatch):
     torch.testing.assert_close(metrics["actor_loss"], expected)
 
 
+def test_the_eysenbach2022_preset_has_one_critic_and_updates():
+    from crl import train
+
+    _, config = train.build_configs("gcrl", "eysenbach2022", {"hidden_dims": (32, 32), "batch_size": 8})
+    assert (config.twin, config.repr_dim, config.layer_norm) == (False, 64, False)
+    agent = gcrl.Agent(*goal_spaces(), config)
+    batch = goal_batch()
+    with torch.no_grad():
+        logits = agent.critic(torch.cat([batch["observation"], batch["action"]], -1), batch["goal"])
+    assert logits.shape == (1, 8, 8)
+    assert all(np.isfinite(v) for v in agent.update(batch, step=1).values())
+
+
 def test_behaviour_cloning_needs_goals_from_the_future():
     for module in (gcrl, td_infonce):
         with pytest.raises(ValueError, match="actor_goals"):
