@@ -205,7 +205,7 @@ class AtariConfig:
     adam_eps: float = 1.5e-4  # paper, Dopamine (from DER)
     max_grad_norm: float = 10.0  # paper ("max gradient norm"); Dopamine does not clip
     target_update_every: int = 1  # paper, Dopamine: the target network is the last online one
-    hidden_dim: int = 512  # paper: Nature-DQN convs + 512 hidden units, here in each dueling stream
+    hidden_dim: int = 512  # paper: Nature-DQN convs + 512 hidden units, shared by the dueling streams (Dopamine)
     reward_clip: float = 1.0  # paper: rewards clipped to [-1, 1] for learning
     image_pad: int = 4  # paper: random shift, pad 4
     # paper ("random shifts and intensity"), Dopamine: x * (1 + 0.05 clip(N(0, 1), -2, 2)); 0: off
@@ -242,7 +242,8 @@ def random_intensity(obs: torch.Tensor, scale: float) -> torch.Tensor:
 
 class AtariQNetwork(nn.Module):
     """Nature-DQN convs (Mnih et al. 2015: 32 8x8 stride 4, 64 4x4 stride 2, 64 3x3 stride 1,
-    ReLU) on pixels / 255, then a dueling head."""
+    ReLU) on pixels / 255, then Dopamine's dueling head (one shared 512-unit layer, then linear
+    value and advantage heads), as in DrQ-epsilon's released code."""
 
     def __init__(self, obs_shape, num_actions: int, hidden_dim: int = 512):
         super().__init__()
@@ -254,7 +255,7 @@ class AtariQNetwork(nn.Module):
         )
         with torch.no_grad():
             repr_dim = self.convs(torch.zeros(1, *obs_shape)).shape[1]
-        self.head = DuelingHead(repr_dim, num_actions, hidden_dim)
+        self.head = DuelingHead(repr_dim, num_actions, hidden_dim, shared_hidden=True)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.convs(obs.float() / 255.0))

@@ -13,6 +13,7 @@ task's difficulty; the same std, its noise clipped at 0.3, smooths the target an
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -27,11 +28,19 @@ from crl.rl import (Checkpointable, DeterministicActor, TwinQ, frozen, linear_sc
                     n_step_target, noisy_action, require_continuous_actions, soft_update)
 
 # Exploration std schedules of the released configs, by task difficulty: linear 1.0 -> 0.1 over
-# this many steps. Easy: cartpole balance/swingup, cup catch, finger spin, hopper stand, pendulum
-# swingup, walker stand/walk. Medium: acrobot swingup, cartpole swingup sparse, cheetah run,
-# finger turn easy/hard, hopper hop, quadruped walk/run, reacher easy/hard, walker run. Hard:
-# humanoid stand/walk/run.
+# this many steps.
 DIFFICULTY = {"easy": (1.0, 0.1, 100_000), "medium": (1.0, 0.1, 500_000), "hard": (1.0, 0.1, 2_000_000)}
+# The released cfgs/task/*.yaml: each task's difficulty (crl's DMC task names).
+TASK_DIFFICULTY = {
+    **dict.fromkeys(("cartpole-balance", "cartpole-balance_sparse", "cartpole-swingup", "ball_in_cup-catch",
+                     "finger-spin", "hopper-stand", "pendulum-swingup", "walker-stand", "walker-walk"), "easy"),
+    **dict.fromkeys(("acrobot-swingup", "cartpole-swingup_sparse", "cheetah-run", "finger-turn_easy",
+                     "finger-turn_hard", "hopper-hop", "quadruped-walk", "quadruped-run", "reacher-easy",
+                     "reacher-hard", "walker-run"), "medium"),
+    **dict.fromkeys(("humanoid-stand", "humanoid-walk", "humanoid-run"), "hard"),
+}
+# ... and the released humanoid configs' own lr and feature_dim.
+TASK_SETTINGS = dict.fromkeys(("humanoid-stand", "humanoid-walk", "humanoid-run"), {"lr": 8e-5, "feature_dim": 100})
 
 COUNTERS = ("agent_steps", "frames", "updates")
 
@@ -43,17 +52,18 @@ class Config:
     gamma: float = 0.99
     n_step: int = 3
     batch_size: int = 256
-    lr: float = 1e-4  # encoder, actor and critic (the paper uses 8e-5 for humanoid)
+    lr: float = 1e-4  # encoder, actor and critic (humanoid: 8e-5, TASK_SETTINGS)
     # Not in DrQ-v2 (0 = the paper): action_l2 * mean(a^2) added to the actor loss, the quadratic
     # action penalty of OpenAI Baselines' HER DDPG (`action_l2`). It keeps the tanh from saturating
     # before the critic knows which action is better (the `cpu-smoke` preset, see there).
     action_l2: float = 0.0
-    feature_dim: int = 50
+    feature_dim: int = 50  # humanoid: 100 (TASK_SETTINGS)
     hidden_dims: tuple[int, ...] = (1024, 1024)
     critic_tau: float = 0.01
-    # "easy" | "medium" | "hard" (set it per task, see DIFFICULTY), "linear(start,end,duration)",
-    # "start,end,duration", or a constant std
-    stddev_schedule: str = "easy"
+    # "auto" (the task's difficulty in the released configs, TASK_DIFFICULTY; "easy" for a task
+    # they do not list or an agent built without a task), "easy" | "medium" | "hard",
+    # "linear(start,end,duration)", "start,end,duration", or a constant std
+    stddev_schedule: str = "auto"
     stddev_clip: float = 0.3
     # What the schedule's duration counts. The released code evaluates it at its global_step,
     # i.e. agent steps (at action repeat 2, half the frames); ALGORITHMS.md reads the paper as
@@ -97,6 +107,16 @@ PRESETS = {
 }
 
 
+def configure_for_env(config: Config, env_id: str, given: set[str]) -> Config:
+    """The released per-task settings for `env_id`: the difficulty's std schedule where it is
+    "auto", and the humanoid lr and feature_dim unless a preset or the user set them (`given`)."""
+    task = env_id.partition(":")[2]
+    changes = {name: value for name, value in TASK_SETTINGS.get(task, {}).items() if name not in given}
+    if config.stddev_schedule == "auto":
+        changes["stddev_schedule"] = TASK_DIFFICULTY.get(task, "easy")
+    return dataclasses.replace(config, **changes)
+
+
 def parse_stddev_schedule(spec) -> tuple[float, float, int]:
     """(start, end, duration) from a difficulty name, "linear(a,b,n)", "a,b,n", (a, b, n) or a
     constant std."""
@@ -104,6 +124,7 @@ def parse_stddev_schedule(spec) -> tuple[float, float, int]:
         numbers = [float(x) for x in spec]
     else:
         text = str(spec).strip().lower()
+        text = "easy" if text == "auto" else text  # no task to look up (see configure_for_env)
         if text in DIFFICULTY:
             return DIFFICULTY[text]
         text = re.sub(r"^linear\((.*)\)$", r"\1", text).strip("()[] ")

@@ -226,8 +226,10 @@ def reset_noise(module: nn.Module) -> None:
 
 
 class DuelingHead(nn.Module):
-    """Dueling Q head (Wang et al. 2016): separate value and advantage streams, each
-    Linear -> ReLU -> Linear, combined by `dueling_aggregate`.
+    """Dueling Q head (Wang et al. 2016): value and advantage streams combined by
+    `dueling_aggregate`. Separate streams (Wang et al., Rainbow), each Linear -> ReLU -> Linear, or
+    with `shared_hidden=True` one Linear -> ReLU feeding two Linear heads (Dopamine's
+    FullRainbowNetwork, which DrQ-epsilon's released code uses).
 
     Output (B, num_actions) Q-values, or with num_atoms > 1 (B, num_actions, num_atoms) logits
     of C51's return distribution (softmax over the last axis). `noisy=True` makes every layer a
@@ -235,18 +237,23 @@ class DuelingHead(nn.Module):
     """
 
     def __init__(self, in_dim: int, num_actions: int, hidden_dim: int, num_atoms: int = 1,
-                 noisy: bool = False, sigma0: float = 0.5):
+                 noisy: bool = False, sigma0: float = 0.5, shared_hidden: bool = False):
         super().__init__()
         self.num_actions, self.num_atoms = num_actions, num_atoms
 
         def linear(i, o):
             return NoisyLinear(i, o, sigma0) if noisy else nn.Linear(i, o)
 
-        self.value = nn.Sequential(linear(in_dim, hidden_dim), nn.ReLU(), linear(hidden_dim, num_atoms))
-        self.advantage = nn.Sequential(linear(in_dim, hidden_dim), nn.ReLU(),
+        def hidden():
+            return nn.Sequential(linear(in_dim, hidden_dim), nn.ReLU())
+
+        self.shared = hidden() if shared_hidden else nn.Identity()
+        self.value = nn.Sequential(*([] if shared_hidden else hidden()), linear(hidden_dim, num_atoms))
+        self.advantage = nn.Sequential(*([] if shared_hidden else hidden()),
                                        linear(hidden_dim, num_actions * num_atoms))
 
     def forward(self, features: Tensor) -> Tensor:
+        features = self.shared(features)
         value = self.value(features).view(-1, 1, self.num_atoms)
         advantage = self.advantage(features).view(-1, self.num_actions, self.num_atoms)
         q = dueling_aggregate(value, advantage)

@@ -219,3 +219,17 @@ def test_n_step_from_sequence_agrees_with_replay_transitions():
     theirs = replay.transitions_at(window["episode"].numpy(), window["step"].numpy(), n_step=5, gamma=0.9)
     for key in ("obs", "next_obs", "action", "reward", "discount", "steps"):
         np.testing.assert_allclose(ours[key].numpy(), theirs[key], rtol=1e-6, atol=1e-6, err_msg=key)
+
+
+def test_drq_eps_dueling_head_is_dopamines_shared_layer():
+    from crl.agents.drq import AtariQNetwork
+
+    net = AtariQNetwork((4, 84, 84), num_actions=6)
+    head = net.head
+    # one shared Linear(3136, 512), then Linear(512, 1) and Linear(512, 6): Dopamine's FullRainbowNetwork
+    shapes = sorted(tuple(p.shape) for p in head.parameters())
+    assert shapes == sorted([(512, 3136), (512,), (1, 512), (1,), (6, 512), (6,)])
+    features = torch.randn(3, 3136)
+    hidden = head.shared(features)
+    value, advantage = head.value(hidden), head.advantage(hidden)
+    torch.testing.assert_close(head(features), value + advantage - advantage.mean(1, keepdim=True))

@@ -12,7 +12,7 @@ import torch
 import crl.augment
 from crl import train
 from crl.agents import drqv2
-from crl.agents.drqv2 import Agent, Config, parse_stddev_schedule
+from crl.agents.drqv2 import DIFFICULTY, Agent, Config, parse_stddev_schedule
 from crl.encoders import DrQV2Encoder, Trunk
 from crl.replay import EpisodeReplay
 
@@ -386,3 +386,20 @@ def test_short_run_through_the_training_loop(tmp_path):
 def test_bfloat16_update(check_bfloat16_update):
     check_bfloat16_update(make_agent(), make_agent(precision="bfloat16"), make_batch(), 1,
                           moved=("encoder", "actor", "critic", "critic_target"))
+
+
+@pytest.mark.parametrize("env, schedule", [("dmc:walker-walk", "easy"), ("dmc:cheetah-run", "medium"),
+                                           ("dmc:reacher-hard", "medium"), ("dmc:humanoid-run", "hard"),
+                                           ("dmc:fish-swim", "easy")])
+def test_the_std_schedule_follows_the_tasks_difficulty_in_the_released_configs(env, schedule):
+    run, config = train.build_configs("drqv2", "dmc100k", {"env": env})
+    assert config.stddev_schedule == schedule
+    humanoid = env.startswith("dmc:humanoid")
+    assert (config.lr, config.feature_dim) == ((8e-5, 100) if humanoid else (1e-4, 50))
+
+
+def test_given_settings_win_over_the_tasks():
+    _, config = train.build_configs("drqv2", None, {"env": "dmc:humanoid-walk", "lr": "3e-4",
+                                                    "stddev_schedule": "0.2"})
+    assert (config.stddev_schedule, config.lr, config.feature_dim) == ("0.2", 3e-4, 100)
+    assert parse_stddev_schedule(Config().stddev_schedule) == DIFFICULTY["easy"]  # no task: easy
