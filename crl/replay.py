@@ -675,6 +675,12 @@ class EpisodeReplay:
             "meta/current": self._current.copy(),
             "meta/next_serial": np.array(self._next_serial, np.int64),
         }
+        # the frame stack asked for, which an empty replay has not yet applied to any field
+        if isinstance(self._frame_stack_arg, Mapping):
+            sd.update({f"meta/frame_stack_arg/{name}": np.array(stack, np.int64)
+                       for name, stack in self._frame_stack_arg.items()})
+        else:
+            sd["meta/frame_stack_arg"] = np.array(self._frame_stack_arg, np.int64)
         sd.update({f"episodes/{k}": v[:n].copy() for k, v in self._ep.items()})
         if self._dict_obs is not None:
             sd["meta/dict_obs"] = np.array(self._dict_obs)
@@ -737,6 +743,9 @@ class EpisodeReplay:
 
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, np.ndarray]) -> "EpisodeReplay":
-        replay = cls(int(sd["meta/capacity"]), num_streams=int(sd["meta/num_streams"]))
+        prefix = "meta/frame_stack_arg/"
+        stack = ({key[len(prefix):]: int(sd[key]) for key in sd if key.startswith(prefix)}
+                 or (int(sd["meta/frame_stack_arg"]) if "meta/frame_stack_arg" in sd else 1))
+        replay = cls(int(sd["meta/capacity"]), frame_stack=stack, num_streams=int(sd["meta/num_streams"]))
         replay.load_state_dict(sd)
         return replay

@@ -553,3 +553,12 @@ def test_memory_layout_one_frame_per_step():
     assert replay._frames["obs"].shape == (1002, 3, 84, 84)
     per_transition = replay.nbytes / 1000  # if full with two 500-step episodes
     assert per_transition <= 1.05 * frame_bytes + 64
+
+
+@pytest.mark.parametrize("frame_stack", [3, {"pixels": 3, "state": 1}])
+def test_an_empty_replay_keeps_its_frame_stack_through_state_dict(frame_stack):
+    replay = EpisodeReplay.from_state_dict(EpisodeReplay(30, frame_stack=frame_stack).state_dict())
+    stacked = np.zeros((9, 2, 2), np.uint8)
+    obs = stacked if isinstance(frame_stack, int) else {"pixels": stacked, "state": np.zeros(2, np.float32)}
+    replay.add_first(obs)
+    assert replay.obs_fields["pixels" if isinstance(frame_stack, dict) else "obs"] == 3
