@@ -714,6 +714,10 @@ class EpisodeReplay:
         self._tail = np.array(sd["meta/tail"], np.int64)
         self._current = np.array(sd["meta/current"], np.int64)
         self._next_serial = int(sd["meta/next_serial"])
+        prefix = "meta/frame_stack_arg/"
+        by_field = {key[len(prefix):]: int(sd[key]) for key in sd if key.startswith(prefix)}
+        if by_field or "meta/frame_stack_arg" in sd:  # older checkpoints: keep the constructor's
+            self._frame_stack_arg = by_field or int(sd["meta/frame_stack_arg"])
         n = len(sd["episodes/serial"])
         self._ep = {k: np.concatenate([np.asarray(sd[f"episodes/{k}"], v.dtype), np.zeros(max(n, 16), v.dtype)])
                     for k, v in self._ep.items()}
@@ -743,9 +747,6 @@ class EpisodeReplay:
 
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, np.ndarray]) -> "EpisodeReplay":
-        prefix = "meta/frame_stack_arg/"
-        stack = ({key[len(prefix):]: int(sd[key]) for key in sd if key.startswith(prefix)}
-                 or (int(sd["meta/frame_stack_arg"]) if "meta/frame_stack_arg" in sd else 1))
-        replay = cls(int(sd["meta/capacity"]), frame_stack=stack, num_streams=int(sd["meta/num_streams"]))
+        replay = cls(int(sd["meta/capacity"]), num_streams=int(sd["meta/num_streams"]))
         replay.load_state_dict(sd)
         return replay
