@@ -702,6 +702,10 @@ def load_agent(path: str | Path) -> LoadedCheckpoint:
     """The agent of a checkpoint file or of a run directory's latest checkpoint, rebuilt on its
     evaluation env with its saved weights."""
     path = Path(path)
+    sb3_models = sorted((path / "checkpoints").glob("sb3_*.zip")) if path.is_dir() else [path]
+    if sb3_models and sb3_models[-1].suffix == ".zip" and sb3_models[-1].name.startswith("sb3_"):
+        raise ValueError(f"{sb3_models[-1]} is a stable-baselines3 model (agents/sb3.py), not a crl checkpoint: "
+                         "its run's eval.csv holds its evaluations; load it with stable_baselines3's load()")
     if path.is_dir():
         manager = CheckpointManager(path / "checkpoints")
         payload = manager.load_latest()

@@ -106,6 +106,9 @@ def test_sb3_sac_run_through_cli(tmp_path, capsys):
                          "--logdir", str(logdir), "--set", *settings]) == 2
         assert "already holds a finished SB3 run (sb3_000000000400.zip)" in capsys.readouterr().err
     assert ((logdir / "eval.csv").read_bytes(), (logdir / "config.yaml").read_bytes()) == before
+    for target in (logdir, logdir / "checkpoints" / "sb3_000000000400.zip"):
+        assert cli.main(["eval", str(target)]) == 2
+        assert "is a stable-baselines3 model (agents/sb3.py), not a crl checkpoint" in capsys.readouterr().err
 
 
 def test_sb3_dqn_run_through_cli(tmp_path, monkeypatch):
