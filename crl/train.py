@@ -440,11 +440,17 @@ def train(agent_name: str, run: RunConfig, agent_config, run_dir: str | Path) ->
     if CheckpointManager(run_dir / "checkpoints").latest() is not None:
         raise FileExistsError(f"{run_dir} already holds checkpoints; resume it with --resume {run_dir} "
                               "or choose another --logdir")
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     module = agent_module(agent_name)
-    if hasattr(module, "train_run"):  # an agent with its own loop (the SB3 baselines)
-        return module.train_run(run, agent_config, run_dir)
-    trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
+    try:
+        if hasattr(module, "train_run"):  # an agent with its own loop (the SB3 baselines)
+            return module.train_run(run, agent_config, run_dir)
+        trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
+    except BaseException:
+        if created and not any(run_dir.iterdir()):  # a start that failed (no ROM, no display) leaves nothing
+            run_dir.rmdir()
+        raise
     write_config(run_dir, trainer.config_dict())
     try:
         with Logger(run_dir) as logger:

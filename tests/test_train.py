@@ -362,3 +362,18 @@ def test_a_checkpoints_lost_eval_row_is_evaluated_again_on_resume(tmp_path, caps
     assert main(["train", "sac", "--resume", str(run_dir), "--logdir", str(tmp_path / "fork")]) == 2
     assert "a resumed run continues in its own directory" in capsys.readouterr().err
     assert not (tmp_path / "fork").exists()
+
+
+def test_a_start_that_fails_leaves_no_empty_run_directory(tmp_path, monkeypatch):
+    def no_env(*args, **kwargs):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(train.envs, "make_vector", no_env)
+    run, agent = configs()
+    with pytest.raises(RuntimeError, match="no display"):
+        train.train("sac", run, agent, tmp_path / "new" / "run")
+    assert not (tmp_path / "new" / "run").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError):
+        train.train("sac", run, agent, tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir()  # a directory the user made stays
