@@ -35,9 +35,10 @@ A run is done when its eval.csv's frames reach the budget, whatever the return: 
 The report (OUT/report/: report.md, per_task.csv, aggregates.csv, plots/) gives, per task, the mean
 and std over seeds of the evaluation return at each report budget (100k and 500k frames for DMC;
 the last eval row at or below the budget, with the slack of the loop step that crosses it:
-num_envs times the frames per agent step that eval.csv records) next to the published numbers of experiments/reference/dmc_published.csv; and across
-tasks the mean, median and IQM with 95% stratified-bootstrap intervals, computed by rliable
-(`rliable.library.get_interval_estimates`, `rliable.metrics`) on scores normalised by /1000 for
+num_envs times the frames per agent step that eval.csv records) next to the published numbers of
+experiments/reference/dmc_published.csv; and across tasks the mean, median and IQM with 95%
+stratified-bootstrap intervals, computed by rliable (`rliable.library.get_interval_estimates`,
+`rliable.metrics`) on scores normalised by /1000 for
 DMC and human-normalised for Atari: (score - random) / (human - random) from
 experiments/reference/atari100k_random_human.csv.
 
@@ -83,7 +84,7 @@ SUITES = ("dmc", "atari")
 SUITE_PREFIXES = {"dmc": ("dmc", "dmc-state"), "atari": ("atari",)}
 # An evaluation lands on the first loop step at or past its cadence. A loop step is num_envs agent
 # steps; an agent step is at most 8 frames (cartpole's action repeat; Atari's frame skip is 4): the
-# slack per env where eval.csv does not say (loop_step_frames).
+# slack per env where eval.csv does not say (eval_table; collect multiplies by num_envs).
 SLACK_FRAMES = 8
 DMC_SCORE_SCALE = 1000.0
 METRICS = ("mean", "median", "iqm")
@@ -335,18 +336,28 @@ def eval_rows(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(frames, episode_return) of a run's eval.csv, sorted by frames; empty when there is none. A
     return that is not a finite number (a diverged run logs nan) stays in as nan: the run still got
     to its frames, and the report shows it as diverged rather than leaving it out."""
+    frames, returns, _ = eval_table(run_dir)
+    return frames, returns
+
+
+def eval_table(run_dir: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """eval_rows and the frames per agent step that eval.csv records (the largest frames /
+    agent_steps rounded up: the action repeat or frame skip), SLACK_FRAMES where it records none."""
     path = Path(run_dir) / "eval.csv"
-    frames, returns = [], []
+    frames, returns, per_step = [], [], []
     if path.exists() and not path.is_file():
         raise UnreadableEval(f"{path} is not a file (a directory?): move it away to run or report this run")
     if path.is_file():
         for row in read_eval_csv(path):
-            x = parse_float(row.get("frames"))
+            x, steps = parse_float(row.get("frames")), parse_float(row.get("agent_steps"))
             if math.isfinite(x):
                 frames.append(x)
                 returns.append(logged_return(row.get("episode_return"), path, x))
+                if steps > 0:
+                    per_step.append(x / steps)
     order = np.argsort(frames, kind="stable")
-    return np.asarray(frames, dtype=float)[order], np.asarray(returns, dtype=float)[order]
+    frames_per_step = math.ceil(max(per_step)) if per_step else SLACK_FRAMES
+    return np.asarray(frames, dtype=float)[order], np.asarray(returns, dtype=float)[order], frames_per_step
 
 
 def logged_return(cell: str | None, path: Path, frames: float) -> float:
@@ -418,15 +429,15 @@ def recorded_run_config(run: BenchRun) -> dict:
     return config
 
 
-def recorded_differences(run: BenchRun) -> list[str]:
-    """`field: recorded -> planned` for each agent config field where the config.yaml of an existing
-    run differs from the planned config (UncheckableRun without a readable one)."""
+def recorded_differences(run: BenchRun, recorded: dict) -> list[str]:
+    """`field: recorded -> planned` for each agent config field where an existing run's config.yaml
+    (`recorded`, from recorded_run_config) differs from the planned config."""
     from crl import registry
     from crl.config import ConfigError, from_dict
 
-    recorded = recorded_run_config(run)["agent_config"]
     try:
-        recorded = from_dict(registry.agent_module(run.agent).Config, recorded, f"{run.run_dir}/config.yaml")
+        recorded = from_dict(registry.agent_module(run.agent).Config, recorded["agent_config"],
+                             f"{run.run_dir}/config.yaml")
     except (ConfigError, TypeError, ValueError) as error:  # written by other code (a renamed field)
         return [f"the recorded agent config no longer reads as one ({error})"]
     return [f"{f.name}: {getattr(recorded, f.name)!r} -> {getattr(run.agent_config, f.name)!r}"
@@ -440,12 +451,12 @@ def recorded_differences(run: BenchRun) -> list[str]:
 RUN_FIELDS_FREE_TO_DIFFER = ("frames", "device", "checkpoint_every_frames", "keep_checkpoints", "video")
 
 
-def recorded_run_differences(run: BenchRun) -> list[str]:
-    """`field: recorded -> planned` for each run setting (but those free to differ) where the
-    config.yaml of an existing run differs from the planned run (UncheckableRun without a readable one)."""
+def recorded_run_differences(run: BenchRun, recorded: dict) -> list[str]:
+    """`field: recorded -> planned` for each run setting (but those free to differ) where an existing
+    run's config.yaml (`recorded`, from recorded_run_config) differs from the planned run."""
     from crl.config import to_dict
 
-    recorded = recorded_run_config(run)["run"]
+    recorded = recorded["run"]
     planned = to_dict(run.run)
     return [f"{name}: {recorded[name]!r} -> {value!r}" for name, value in planned.items()
             if name not in RUN_FIELDS_FREE_TO_DIFFER and name in recorded and recorded[name] != value]
@@ -460,17 +471,18 @@ def execute(run: BenchRun) -> str:
     state = run_state(run.run_dir, run.run.frames)
     if state in ("done", "resume"):
         try:
-            recorded_run_config(run)
+            recorded = recorded_run_config(run)
         except UncheckableRun as error:
             raise SpecError(f"{error}; the run is neither kept nor resumed: delete {run.run_dir} to run it again, "
                             "or use another --out") from None
-    if state in ("done", "resume") and (changed := recorded_run_differences(run)):
-        raise SpecError(f"{run.run_dir} was made with other run settings than the spec gives ({'; '.join(changed)}); "
-                        "it is neither kept nor resumed: delete the directory to run it again, or use another --out")
-    if state in ("done", "resume") and (changed := recorded_differences(run)):
-        tqdm.write(f"crl bench: warning: {run.run_dir} keeps the agent config it was made with, which differs "
-                   f"from the spec's ({'; '.join(changed)}); delete the directory to run it with the spec's",
-                   file=sys.stderr)
+        if changed := recorded_run_differences(run, recorded):
+            raise SpecError(f"{run.run_dir} was made with other run settings than the spec gives "
+                            f"({'; '.join(changed)}); it is neither kept nor resumed: delete the directory to run it "
+                            "again, or use another --out")
+        if changed := recorded_differences(run, recorded):
+            tqdm.write(f"crl bench: warning: {run.run_dir} keeps the agent config it was made with, which differs "
+                       f"from the spec's ({'; '.join(changed)}); delete the directory to run it with the spec's",
+                       file=sys.stderr)
     if state == "done":
         return "skipped"
     if state == "resume":
@@ -649,7 +661,7 @@ def collect(out: Path, agents: list[str], tasks: list[str], seeds: list[int],
                 name = f"{agent} on {task} seed {seed}"
                 run_dir = run_dir_of(out, agent, task, seed)
                 try:
-                    frames, returns = eval_rows(run_dir)
+                    frames, returns, frames_per_step = eval_table(run_dir)
                 except UnreadableEval as error:
                     notes.append(f"{name}: left out, unreadable: {error}")
                     continue
@@ -658,10 +670,12 @@ def collect(out: Path, agents: list[str], tasks: list[str], seeds: list[int],
                 num_envs = 1
                 if (run := planned_runs.get((agent, task, seed))) is not None:
                     try:
-                        changed, other_agent_config = recorded_run_differences(run), recorded_differences(run)
+                        recorded = recorded_run_config(run)
                     except UncheckableRun as error:
                         notes.append(f"{name}: left out, {error}")
                         continue
+                    changed = recorded_run_differences(run, recorded)
+                    other_agent_config = recorded_differences(run, recorded)
                     if changed:
                         notes.append(f"{name}: left out, made with other run settings than the spec's "
                                      f"({'; '.join(changed)})")
@@ -670,18 +684,8 @@ def collect(out: Path, agents: list[str], tasks: list[str], seeds: list[int],
                         notes.append(f"{name}: reported, but made with another agent config than the spec gives "
                                      f"({'; '.join(other_agent_config)})")
                     num_envs = run.run.num_envs
-                curves.setdefault((agent, task), {})[seed] = Curve(frames, returns, loop_step_frames(run_dir, num_envs))
+                curves.setdefault((agent, task), {})[seed] = Curve(frames, returns, num_envs * frames_per_step)
     return curves, notes
-
-
-def loop_step_frames(run_dir: Path, num_envs: int) -> int:
-    """Frames of one step of the training loop (every vector env steps once): num_envs times the
-    frames per agent step that eval.csv records (frames / agent_steps: the action repeat or frame
-    skip), or SLACK_FRAMES per env where it has no agent steps."""
-    per_step = [parse_float(row.get("frames")) / parse_float(row.get("agent_steps"))
-                for row in read_eval_csv(Path(run_dir) / "eval.csv") if parse_float(row.get("agent_steps")) > 0]
-    per_step = [x for x in per_step if math.isfinite(x)]
-    return num_envs * (math.ceil(max(per_step)) if per_step else SLACK_FRAMES)
 
 
 def scores_at(curves: dict, agent: str, task: str, budget: int) -> dict[int, float]:

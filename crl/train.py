@@ -433,10 +433,8 @@ def take(obs, i):
 def train(agent_name: str, run: RunConfig, agent_config, run_dir: str | Path) -> dict[str, float]:
     """A fresh run in `run_dir` (an error if it already holds checkpoints: use resume)."""
     run_dir = Path(run_dir)
-    sb3_models = sorted((run_dir / "checkpoints").glob("sb3_*.zip"))  # agents/sb3.py's, which do not resume
-    if sb3_models:
-        raise FileExistsError(f"{run_dir} already holds a finished SB3 run ({sb3_models[-1].name}); "
-                              "choose another --logdir")
+    if (model := sb3_model(run_dir)) is not None:  # SB3 runs do not resume
+        raise FileExistsError(f"{run_dir} already holds a finished SB3 run ({model.name}); choose another --logdir")
     if CheckpointManager(run_dir / "checkpoints").latest() is not None:
         raise FileExistsError(f"{run_dir} already holds checkpoints; resume it with --resume {run_dir} "
                               "or choose another --logdir")
@@ -704,13 +702,21 @@ class LoadedCheckpoint:
     run_dir: Path
 
 
+def sb3_model(path: Path) -> Path | None:
+    """The newest SB3 model (agents/sb3.py's checkpoints/sb3_<frames>.zip) of a run directory, or
+    `path` itself when it is such a file; None otherwise."""
+    if path.is_dir():
+        models = sorted((path / "checkpoints").glob("sb3_*.zip"))
+        return models[-1] if models else None
+    return path if path.name.startswith("sb3_") and path.suffix == ".zip" else None
+
+
 def load_agent(path: str | Path) -> LoadedCheckpoint:
     """The agent of a checkpoint file or of a run directory's latest checkpoint, rebuilt on its
     evaluation env with its saved weights."""
     path = Path(path)
-    sb3_models = sorted((path / "checkpoints").glob("sb3_*.zip")) if path.is_dir() else [path]
-    if sb3_models and sb3_models[-1].suffix == ".zip" and sb3_models[-1].name.startswith("sb3_"):
-        raise ValueError(f"{sb3_models[-1]} is a stable-baselines3 model (agents/sb3.py), not a crl checkpoint: "
+    if (model := sb3_model(path)) is not None:
+        raise ValueError(f"{model} is a stable-baselines3 model (agents/sb3.py), not a crl checkpoint: "
                          "its run's eval.csv holds its evaluations; load it with stable_baselines3's load()")
     if path.is_dir():
         manager = CheckpointManager(path / "checkpoints")
