@@ -55,7 +55,8 @@ D4RL_REQUIRED = ("observations", "actions", "rewards", "terminals")
 D4RL_GOAL_INFOS = ("goal", "achieved_goal", "next_goal", "next_achieved_goal")
 # Metadata a loader computes for one load; a writer does not store it again.
 LOAD_ONLY_KEYS = ("format", "source", "dropped_steps", "repeated_final_observations", "skipped_infos",
-                  "ignored_keys", "skipped_empty_episodes", "timeouts_absent", "split_at_terminals")
+                  "ignored_keys", "skipped_empty_episodes", "timeouts_absent", "cut_at_observation_gaps",
+                  "split_at_terminals")
 # Where `load_d4rl(split_at_terminals=False)` keeps the file's terminal flags (infos["terminal"]).
 TERMINAL_INFO = "terminal"
 # D4RL's mazes count a goal reached within 0.5 (d4rl/pointmaze/maze_model.py and
@@ -370,7 +371,7 @@ def load_d4rl(path: str | os.PathLike, *, action_space: Any = None,
     for files written by `write_d4rl` (attribute ``crl_metadata``: their terminals are real episode
     ends), False for other goal data (``infos/goal`` present: AntMaze, maze2d), True otherwise; the
     choice is in metadata ``split_at_terminals``. Without ``timeouts`` and without splitting, the
-    file is one episode.
+    file is one episode unless its ``next_observations`` show resets (below).
 
     An episode's final observation obs_T:
 
@@ -389,7 +390,9 @@ def load_d4rl(path: str | os.PathLike, *, action_space: Any = None,
     `write_d4rl`) when present, else the goal of the last row; other ``infos/*`` likewise.
 
     Infos that are not numeric or not one row per step are skipped (metadata ``skipped_infos``).
-    A file without ``timeouts`` is cut at terminals only. Actions are checked against
+    A file without ``timeouts`` is cut at terminals and, when it has ``next_observations``, at
+    rows whose next observation is not the following row's observation (an unflagged reset;
+    metadata ``cut_at_observation_gaps``). Actions are checked against
     ``action_space`` (argument, else the file's ``action_space`` attribute, else the env of its
     ``env_id`` attribute) when one is known.
     """
@@ -492,17 +495,19 @@ def _d4rl_columns(arrays: dict, where: str, metadata: dict, ignored: list) -> _D
         _fail(where, f"rewards has shape {arrays['rewards'].shape}, expected one number per step")
     _check_finite(rewards, where, "rewards")
     terminals = _as_flags(arrays["terminals"], where, "terminals")
-    if "timeouts" in arrays:
-        timeouts = _as_flags(arrays["timeouts"], where, "timeouts")
-    else:
-        timeouts = np.zeros(n, bool)
-        metadata["timeouts_absent"] = True
     next_obs = arrays.get("next_observations")
     if next_obs is not None:
         _check_finite(next_obs, where, "next_observations")
         if next_obs.shape != observations.shape:
             _fail(where, f"next_observations has shape {next_obs.shape}, observations {observations.shape}")
         next_obs = next_obs.astype(observations.dtype, copy=False)
+    if "timeouts" in arrays:
+        timeouts = _as_flags(arrays["timeouts"], where, "timeouts")
+    else:
+        timeouts = np.zeros(n, bool)
+        metadata["timeouts_absent"] = True
+        if next_obs is not None:
+            _cut_at_unflagged_resets(observations, next_obs, timeouts, metadata)
     infos = {k[len("infos/"):]: v for k, v in arrays.items() if k.startswith("infos/")}
     known = set(core) | {"observations"} | {f"infos/{k}" for k in infos}
     ignored.extend(sorted(k for k in arrays if k not in known))
@@ -514,6 +519,17 @@ def _d4rl_columns(arrays: dict, where: str, metadata: dict, ignored: list) -> _D
     _add_d4rl_infos(infos, n, fields, next_fields, metadata, goal_data)
     return _D4RLColumns(fields, next_fields, actions, rewards, terminals, timeouts, goal_data,
                         next_obs is not None)
+
+
+def _cut_at_unflagged_resets(observations: np.ndarray, next_obs: np.ndarray, timeouts: np.ndarray,
+                             metadata: dict) -> None:
+    """Without ``timeouts``, a row whose next observation is not the following row's observation
+    ends an episode (a reset the file did not flag); such rows are marked as timeouts. D4RL's own
+    ``qlearning_dataset`` cuts such files at the env's step limit instead, which a file alone
+    does not give."""
+    gaps = np.any((next_obs[:-1] != observations[1:]).reshape(len(observations) - 1, -1), axis=1)
+    timeouts[:-1] |= gaps
+    metadata["cut_at_observation_gaps"] = int(gaps.sum())
 
 
 def _goal_array(infos: dict, key: str, n: int, where: str) -> np.ndarray | None:
@@ -770,6 +786,8 @@ def load_minari(id_or_path: str | os.PathLike, *, action_space: Any = None) -> D
         minari_dataset = minari.MinariDataset(data_dir)
         space = action_space if action_space is not None else minari_dataset.action_space
         data_file = data_dir / "main_data.hdf5" if raw.get("data_format") == "hdf5" else data_dir
+        if data_file != data_dir:
+            _check_minari_episode_count(data_file, raw)
         episodes, skipped_infos, empty = [], set(), 0
         for data in minari_dataset.iterate_episodes():
             episode = _minari_episode(data, f"{data_file} episode_{data.id}", space, skipped_infos)
@@ -804,6 +822,17 @@ def _check_minari_metadata(raw: Any, where: str) -> None:
     for key in ("observation_space", "action_space"):
         if not isinstance(raw.get(key), str):
             _fail(where, f"metadata.json has no {key}; refusing to make the environment named in env_spec to get it")
+
+
+def _check_minari_episode_count(data_file: Path, raw: dict) -> None:
+    """Minari reads metadata.json's total_episodes episodes and silently ignores the rest."""
+    import h5py
+
+    with h5py.File(data_file, "r") as f:
+        stored = sum(1 for name in f if name.startswith("episode_"))
+    if raw.get("total_episodes") != stored:
+        _fail(str(data_file), f"holds {stored} episodes but metadata.json's total_episodes is "
+                              f"{raw.get('total_episodes')!r}")
 
 
 def _flatten_infos(infos: Any, prefix: str = "") -> dict[str, Any]:
@@ -1190,11 +1219,14 @@ def summary(dataset: Dataset) -> dict:
                         for k, v in _obs_fields(first.observations).items()},
         "action": {"shape": list(np.asarray(first.actions).shape[1:]), "dtype": str(np.asarray(first.actions).dtype)},
     }
-    try:
-        info["normalized_score"] = normalized_score(returns.mean(), dataset=dataset)
-    except ValueError:
-        pass
     if _is_goal_data(dataset):
+        # Goal data is scored by success, as `crl dataset eval` does: AntMaze's files reward every
+        # step near the goal, so a summed return is not D4RL's 0..1-range episode score.
         info["success_rate"] = success_rate(dataset)
+    else:
+        try:
+            info["normalized_score"] = normalized_score(returns.mean(), dataset=dataset)
+        except ValueError:
+            pass
     info["metadata"] = _jsonable(dataset.metadata)
     return info

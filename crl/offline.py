@@ -198,6 +198,6 @@ def eval_command(path: str, spec: str | None, episodes: int, video: bool = False
     result = train.evaluate_loaded(loaded, episodes, video)  # the episodes `crl eval` scores
     report = {"checkpoint": str(path), "dataset": spec, "env": loaded.run.env, "episodes": episodes,
               "updates": result["updates"], "policy": policy_score(result, dataset),
-              "dataset_score": dataset_score(dataset)}
+              "dataset_score": dataset_score(dataset)} | {k: result[k] for k in ("video",) if k in result}
     atomic_write_bytes(loaded.run_dir / "offline_eval.json", (json.dumps(report, indent=2) + "\n").encode())
     return report

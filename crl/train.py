@@ -726,7 +726,8 @@ def load_agent(path: str | Path) -> LoadedCheckpoint:
         run_dir, checkpoint = path, manager.loaded_path
     else:
         payload = load_checkpoint(path)
-        run_dir, checkpoint = path.parent.parent, path
+        # RUN/checkpoints/ckpt.pt belongs to RUN; a file anywhere else to its own folder
+        run_dir, checkpoint = path.parent.parent if path.parent.name == "checkpoints" else path.parent, path
     check_checkpoint_keys(payload, checkpoint, EVAL_KEYS)
     config = payload["config"]
     module = agent_module(config["agent"])
@@ -748,8 +749,9 @@ def evaluate_loaded(loaded: LoadedCheckpoint, episodes: int = 10, video: bool = 
         result = evaluate(loaded.agent, loaded.env, episodes, seed=loaded.run.seed + 20_000, video_path=video_path)
     finally:
         loaded.env.close()
+    written = {"video": str(video_path)} if video_path is not None and video_path.exists() else {}
     return {"agent": loaded.payload["config"]["agent"], "env": loaded.run.env, "frames": counters["frames"],
-            "updates": counters.get("updates", 0), "episodes": episodes} | result
+            "updates": counters.get("updates", 0), "episodes": episodes} | result | written
 
 
 def evaluate_checkpoint(path: str | Path, episodes: int = 10, video: bool = False) -> dict[str, float]:

@@ -3,6 +3,7 @@ writers' bit-for-bit round trips, the replay bridge and normalised scores."""
 
 from __future__ import annotations
 
+import json
 import socket
 import warnings
 from pathlib import Path
@@ -180,8 +181,14 @@ def test_d4rl_split_at_terminals_auto(tmp_path):
     assert_same_episodes(again.episodes, goals.episodes)
 
 
+def consecutive_next_observations(obs: np.ndarray) -> np.ndarray:
+    """next_observations[t] = observations[t + 1], as in a file recorded without resets."""
+    return np.concatenate([obs[1:], obs[-1:] + 1000])
+
+
 def test_d4rl_float_flags_column_rewards_and_no_timeouts(tmp_path):
     arrays = d4rl_arrays(next_observations=True)
+    arrays["next_observations"] = consecutive_next_observations(arrays["observations"])
     arrays["terminals"] = TERMINALS.astype(np.float32)[:, None]  # AntMaze stores float 0/1
     arrays["rewards"] = arrays["rewards"][:, None]
     del arrays["timeouts"]  # D4RL v0 files have none
@@ -189,6 +196,25 @@ def test_d4rl_float_flags_column_rewards_and_no_timeouts(tmp_path):
     assert [ep.num_steps for ep in data.episodes] == [3, 4]
     assert data.episodes[0].terminations.dtype == bool and data.metadata["timeouts_absent"]
     assert data.episodes[1].rewards.shape == (4,)
+
+
+def test_d4rl_without_timeouts_cuts_where_the_next_observation_is_not_the_next_row(tmp_path):
+    # an env reset the file does not flag (D4RL v0 files have no timeouts): row 4's next
+    # observation is not row 5's observation, so an episode ends at row 4 as a truncation
+    arrays = d4rl_arrays(next_observations=True)
+    del arrays["timeouts"]
+    arrays["next_observations"] = consecutive_next_observations(arrays["observations"])
+    arrays["next_observations"][4] += 0.5
+    data = D.load_d4rl(write_h5(tmp_path / "d.hdf5", arrays))
+    assert [ep.num_steps for ep in data.episodes] == [3, 2, 2]
+    assert data.metadata["cut_at_observation_gaps"] == 1
+    middle = data.episodes[1]
+    assert middle.truncations.tolist() == [False, True] and not middle.terminations.any()
+    np.testing.assert_array_equal(middle.observations[-1], arrays["next_observations"][4])
+    # with timeouts in the file, they alone say where truncations are
+    arrays["timeouts"] = TIMEOUTS
+    flagged = D.load_d4rl(write_h5(tmp_path / "t.hdf5", arrays))
+    assert "cut_at_observation_gaps" not in flagged.metadata and len(flagged.episodes) == 3
 
 
 def _nan_at(key: str, row: int):
@@ -581,6 +607,17 @@ def test_load_dispatch_and_summary(tmp_path):
     assert info["format"] == "d4rl" and "success_rate" not in info
 
 
+def test_summary_scores_goal_data_by_success_not_by_summed_rewards(tmp_path):
+    # an AntMaze-like file: reward 1 on every step near the goal, so returns sum to more than the
+    # 0..1 reference range; the summary gives the success rate instead of a normalised return
+    arrays = d4rl_arrays(goals=True)
+    arrays["rewards"] = np.ones(N, np.float32)
+    data = D.load_d4rl(write_h5(tmp_path / "antmaze-umaze-v2.hdf5", arrays))
+    info = D.summary(data)
+    assert "normalized_score" not in info and info["return_max"] > 1.0
+    assert info["success_rate"] == D.success_rate(data)
+
+
 def test_minari_episodes_that_disagree_are_refused_naming_the_episode(minari_root):
     create_with_minari("bad/widths-v0", maze_like_episodes(), MAZE_OBS, BOX2)
     data_file = minari_root / "bad/widths-v0/data/main_data.hdf5"
@@ -595,6 +632,19 @@ def test_minari_episodes_that_disagree_are_refused_naming_the_episode(minari_roo
         del f["episode_2/infos/success"]
     with pytest.raises(DatasetError, match=r"episode 2: infos keys \[\] differ from episode 0's \['success'\]"):
         D.load("bad/infos-v0")
+
+
+@pytest.mark.parametrize("total", [2, 4])
+def test_minari_total_episodes_that_disagree_with_the_file_is_an_error(minari_root, total):
+    create_with_minari("bad/count-v0", maze_like_episodes(), MAZE_OBS, BOX2)
+    assert len(D.load("bad/count-v0").episodes) == 3
+    metadata_file = minari_root / "bad/count-v0/data/metadata.json"
+    raw = json.loads(metadata_file.read_text())
+    raw["total_episodes"] = total  # minari would read 2 of the 3 episodes without a word
+    metadata_file.write_text(json.dumps(raw))
+    with pytest.raises(DatasetError, match=rf"main_data.hdf5: holds 3 episodes but metadata.json's "
+                                           rf"total_episodes is {total}"):
+        D.load("bad/count-v0")
 
 
 @pytest.mark.parametrize("goal_shape", [(N, 3), (N,)])

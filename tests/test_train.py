@@ -4,6 +4,7 @@ import json
 import shlex
 import shutil
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -113,9 +114,16 @@ def test_cli_train_eval_and_errors(tmp_path, capsys):
             "seed_frames=1000", "eval_every_frames=2000", "eval_episodes=1", "hidden_dims=32,32", "batch_size=32"]
     assert main(args) == 0
     assert (logdir / "config.yaml").exists()
-    assert main(["eval", str(logdir), "--episodes", "1", "--video"]) == 0
-    assert list((logdir / "videos").glob("*.mp4"))
     capsys.readouterr()
+    assert main(["eval", str(logdir), "--episodes", "1", "--video"]) == 0
+    video = Path(json.loads(capsys.readouterr().out)["video"])
+    assert video.parent == logdir / "videos" and video.stat().st_size > 0
+    # a checkpoint file outside a run's checkpoints/ puts its video beside itself
+    loose = tmp_path / "elsewhere" / "policy.pt"
+    loose.parent.mkdir()
+    shutil.copy(CheckpointManager(logdir / "checkpoints").latest(), loose)
+    assert main(["eval", str(loose), "--episodes", "1", "--video"]) == 0
+    assert Path(json.loads(capsys.readouterr().out)["video"]).parent == loose.parent / "videos"
     assert main(["train", "sacc", "--env", ENV]) == 2
     assert "unknown agent" in capsys.readouterr().err
     assert main(["train", "sac", "--env", ENV, "--set", "hiden_dims=3"]) == 2
