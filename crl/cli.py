@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--logdir", help="run directory (default runs/AGENT_ENV_sSEED)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
-    p.add_argument("--set", nargs="*", metavar="FIELD=VALUE", help="override any config field")
+    p.add_argument("--set", nargs="*", action="extend", metavar="FIELD=VALUE",
+                   help="override any config field (repeatable)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run directory's latest checkpoint, or a checkpoint file")
@@ -205,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int)
     q.add_argument("--device", choices=["auto", "cpu", "cuda"])
     q.add_argument("--logdir", help="run directory (default runs/offline_AGENT_DATASET_sSEED)")
-    q.add_argument("--set", nargs="*", metavar="FIELD=VALUE", help="override any config field")
+    q.add_argument("--set", nargs="*", action="extend", metavar="FIELD=VALUE",
+                   help="override any config field (repeatable)")
     q.set_defaults(func=cmd_offline)
     q = osub.add_parser("eval", help="roll a checkpoint's policy in the dataset's env; score beside the data's")
     q.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")

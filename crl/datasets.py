@@ -1134,7 +1134,7 @@ def _task_of(name: str, table: dict) -> str | None:
 def reference_scores(task: str | None = None, dataset: Dataset | None = None) -> tuple[float, float]:
     """(min, max) reference returns: the dataset's own ref_min/max_score (more specific than the
     table: e.g. Minari's v5 MuJoCo datasets), else the table row of `task`, or when `task` is None
-    of the dataset's task, id or file name."""
+    of the dataset's task, id or file name (not for data collected in a crl env)."""
     if dataset is not None and "ref_min_score" in dataset.metadata and "ref_max_score" in dataset.metadata:
         low, high = dataset.metadata["ref_min_score"], dataset.metadata["ref_max_score"]
         try:
@@ -1146,6 +1146,11 @@ def reference_scores(task: str | None = None, dataset: Dataset | None = None) ->
         return low, high
     table = reference_table()
     names = [task] if task is not None else []
+    if task is None and dataset is not None and dataset.env_id is not None:
+        # collected in a crl env (DMC, mazes, Fetch): D4RL's gym-MuJoCo ranges do not apply, even
+        # where a name shares a word with them (dmc-state:hopper-hop is not gym's Hopper)
+        raise ValueError(f"no reference scores for data of {dataset.env_id!r} (D4RL's references are "
+                         "for its own gym tasks; store ref_min_score/ref_max_score in the dataset's metadata)")
     if task is None and dataset is not None:
         names = [str(dataset.metadata.get(k)) for k in ("task", "dataset_id") if dataset.metadata.get(k)]
         names.append(Path(dataset.source).stem if dataset.source else "")

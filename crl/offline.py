@@ -36,6 +36,11 @@ def collect_command(env_id: str | None, policy: str, episodes: int, *, out: str 
 
     if (out is None) == (minari_id is None):
         raise ValueError("crl dataset collect needs exactly one of --out FILE.hdf5 or --minari-id ID")
+    check_collect_options(out, minari_id, seed, noise, max_episode_steps)
+    if minari_id is not None:
+        target = (Path(minari_root).expanduser() if minari_root else datasets.minari_root()) / minari_id
+        if target.exists():
+            raise FileExistsError(f"{target} exists: choose another --minari-id, or remove it first")
     dataset = collect(env_id, policy, episodes, seed=seed, style=style, noise=noise,
                       max_episode_steps=max_episode_steps)
     if out is not None:
@@ -44,6 +49,22 @@ def collect_command(env_id: str | None, policy: str, episodes: int, *, out: str 
     else:
         where = str(datasets.write_minari(dataset, minari_id, root=minari_root))
     return compact({"written": where} | datasets.summary(dataset))
+
+
+def check_collect_options(out: str | None, minari_id: str | None, seed: int, noise: float | None,
+                          max_episode_steps: int | None) -> None:
+    """Before any episode is collected: what would fail after (or be recorded wrongly)."""
+    if out is not None and Path(out).suffix.lower() not in (".hdf5", ".h5"):
+        raise ValueError(f"--out {out}: a D4RL-layout file is named .hdf5 or .h5 (how `crl dataset info` "
+                         "and `crl offline train` recognise it)")
+    if minari_id is not None and not datasets.MINARI_ID.fullmatch(minari_id):
+        raise ValueError(f"--minari-id {minari_id!r} is not a Minari id: NAMESPACE/NAME-vN or NAME-vN")
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
+    if noise is not None and not noise >= 0:
+        raise ValueError(f"--noise must be >= 0 (the std of the Gaussian action noise), got {noise}")
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise ValueError(f"--max-episode-steps must be positive, got {max_episode_steps}")
 
 
 def info_command(spec: str) -> dict:
@@ -147,6 +168,19 @@ def check_dataset_fits_env(dataset: datasets.Dataset, spec: str, env_id: str, en
     raise ValueError(message + " Pass --env with an environment whose spaces match the data (`crl list envs`).")
 
 
+def _image_size_of(dataset: datasets.Dataset, overrides: dict[str, Any]) -> dict[str, int]:
+    """{"image_size": N} for square (C, N, N) images from a pixel env unless --set gives one: the
+    env is rendered at the data's size (`crl dataset collect` records maze-pixels at 64, training
+    defaults to 84)."""
+    if "image_size" in overrides or str(overrides["env"]).partition(":")[0] not in ("dmc", "maze-pixels"):
+        return {}
+    observations = dataset.episodes[0].observations
+    images = np.asarray(observations["observation"] if isinstance(observations, dict) else observations)
+    if images.ndim == 4 and images.shape[2] == images.shape[3]:
+        return {"image_size": int(images.shape[3])}
+    return {}
+
+
 def train_command(agent_name: str, spec: str, preset: str | None, overrides: dict[str, Any],
                   logdir: str | None) -> dict:
     from crl import envs, train
@@ -158,10 +192,12 @@ def train_command(agent_name: str, spec: str, preset: str | None, overrides: dic
     if overrides["env"] is None:
         raise ValueError(f"{spec}: the dataset names no crl environment (gym id "
                          f"{dataset.metadata.get('gym_env_id')!r}); pass --env ID to evaluate in")
+    overrides.update(_image_size_of(dataset, overrides))
     run, agent_config = train.build_configs(agent_name, preset, overrides)
     run_dir = Path(logdir) if logdir else Path("runs") / f"offline_{agent_name}_{Path(str(spec)).stem}_s{run.seed}"
     check_same_dataset(run_dir, resolved)
     env = envs.make(run.env, **train.env_options(run, training=False))  # checked, then evaluated in
+    created = not run_dir.exists()
     try:
         check_dataset_fits_env(dataset, str(spec), run.env, env)
         replay = datasets.to_replay(dataset, seed=run.seed)
@@ -169,8 +205,13 @@ def train_command(agent_name: str, spec: str, preset: str | None, overrides: dic
     except BaseException:
         env.close()
         raise
-    result = train.train_offline(agent_name, run, agent_config, replay, run_dir, eval_env=env,
-                                 extra_config={"dataset": resolved, "command": train.invoking_command()})
+    try:
+        result = train.train_offline(agent_name, run, agent_config, replay, run_dir, eval_env=env,
+                                     extra_config={"dataset": resolved, "command": train.invoking_command()})
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):  # a start that failed leaves nothing
+            run_dir.rmdir()
+        raise
     return {"run_dir": str(run_dir), "policy": policy_score(result, dataset), "dataset": dataset_score(dataset)}
 
 
@@ -192,6 +233,7 @@ def eval_command(path: str, spec: str | None, episodes: int, video: bool = False
     try:
         spec = resolve_spec(spec) if spec is not None else recorded_dataset(loaded)
         dataset = datasets.load(spec)
+        check_dataset_fits_env(dataset, spec, loaded.run.env, loaded.env)
     except BaseException:
         loaded.env.close()
         raise

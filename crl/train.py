@@ -245,9 +245,7 @@ class OnlineTrainer:
 
         self.env = envs.make_vector(run.env, run.num_envs, **env_options(run, training=True))
         self.eval_env = envs.make(run.env, **env_options(run, training=False))
-        module = agent_module(agent_name)
-        self.agent = module.Agent(self.eval_env.observation_space, self.eval_env.action_space,
-                                  agent_config, device=self.device)
+        self.agent = make_agent(agent_name, self.eval_env, agent_config, self.device)
         if getattr(agent_config, "precision", None) == "auto":
             print(auto_precision_notice(self.device), file=sys.stderr)
         stack = frame_stack_of(self.eval_env)
@@ -619,6 +617,25 @@ def value_of(name: str, run: RunConfig, agent_config) -> Any:
     return getattr(run, name) if name in field_names(RunConfig) else getattr(agent_config, name)
 
 
+def make_agent(agent_name: str, env, agent_config, device, offline: bool = False):
+    """The agent built on `env`'s spaces, after the checks that name the mismatch: an agent
+    without a crl update loop (the SB3 baselines) offline, goal (dict) observations for an agent
+    that learns from one array."""
+    import gymnasium as gym
+
+    module = agent_module(agent_name)
+    if not hasattr(module, "Agent"):
+        raise ValueError(f"{agent_name} trains in its own online loop (stable-baselines3); it cannot train "
+                         "on a dataset: use sac, drq, drqv2, curl or a goal agent (crl list agents)")
+    goal_agent = getattr(module.Agent, "batch_kind", None) == "goals"
+    if isinstance(env.observation_space, gym.spaces.Dict) and not goal_agent:
+        source = "the dataset's environment" if offline else "the environment"
+        raise ValueError(f"{agent_name} learns from one observation array (states or pixels), but {source} "
+                         f"has goal observations {sorted(env.observation_space.spaces)}: use a goal agent "
+                         "(gcbc, gcrl, td-infonce)")
+    return module.Agent(env.observation_space, env.action_space, agent_config, device=device)
+
+
 def train_offline(agent_name: str, run: RunConfig, agent_config, replay: EpisodeReplay,
                   run_dir: str | Path, extra_config: dict | None = None, eval_env=None) -> dict[str, float]:
     """Gradient steps on a fixed dataset held in `replay`: no env steps, so `frames` and
@@ -638,8 +655,7 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
     if eval_env is None:
         eval_env = envs.make(run.env, **env_options(run, training=False))
     with contextlib.closing(eval_env):  # also when building or restoring the agent fails
-        agent = agent_module(agent_name).Agent(eval_env.observation_space, eval_env.action_space,
-                                               agent_config, device=device)
+        agent = make_agent(agent_name, eval_env, agent_config, device, offline=True)
         manager = CheckpointManager(run_dir / "checkpoints", keep=run.keep_checkpoints)
         counters = {"frames": 0, "agent_steps": 0, "updates": 0}
         payload = manager.load_latest() if manager.latest() is not None else None
@@ -650,6 +666,11 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
             counters = dict(payload["counters"])
             torch.set_rng_state(payload["rng"]["torch"])
             replay.rng.bit_generator.state = payload["rng"]["replay"]
+            if counters["updates"] > run.updates:
+                raise ValueError(f"{manager.loaded_path} is at {counters['updates']} updates, past --updates "
+                                 f"{run.updates}: ask for at least {counters['updates']}")
+            if counters["updates"] == run.updates:  # finished: nothing to train, the config stays as it is
+                return evaluate(agent, eval_env, run.eval_episodes, seed=run.seed + 10_000)
         config = ({"agent": agent_name, "run": to_dict(run), "agent_config": to_dict(agent_config)}
                   | (extra_config or {}))
         if payload is not None and "command" in config:
@@ -674,7 +695,8 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
                     metrics = agent.update(batch, counters["updates"])
                     if counters["updates"] % run.eval_every_updates == 0 or counters["updates"] == run.updates:
                         logger.log("train", counters, metrics)
-                        result = evaluate(agent, eval_env, run.eval_episodes, seed=run.seed + 10_000)
+                        video = run_dir / "videos" / f"eval_update_{counters['updates']:012d}.mp4" if run.video else None
+                        result = evaluate(agent, eval_env, run.eval_episodes, seed=run.seed + 10_000, video_path=video)
                         logger.log("eval", counters, result)
                         save()
                     progress.update(counters["updates"], eval=result.get("episode_return"))
@@ -734,7 +756,7 @@ def load_agent(path: str | Path) -> LoadedCheckpoint:
     run = from_dict(RunConfig, config["run"], f"checkpoint {path}")
     agent_config = from_dict(module.Config, config["agent_config"], f"checkpoint {path}")
     env = envs.make(run.env, **env_options(run, training=False))
-    agent = module.Agent(env.observation_space, env.action_space, agent_config, device=resolve_device("auto"))
+    agent = make_agent(config["agent"], env, agent_config, resolve_device("auto"))
     agent.load_state_dict(payload["agent_state"])
     return LoadedCheckpoint(agent, env, run, payload, run_dir)
 

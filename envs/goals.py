@@ -66,6 +66,9 @@ class GoalInterface(gym.Wrapper):
 
 def make_goal_env(suite: str, name: str, **options) -> gym.Env:
     _register()
+    # rgb_array makes no renderer until render() is called (evaluation videos); without a mode
+    # gymnasium's render() raises
+    options.setdefault("render_mode", "rgb_array")
     if suite == "fetch":
         return GoalInterface(gym.make(f"Fetch{name}-v4", **options), FETCH_SUCCESS_RADIUS)
     return GoalInterface(gym.make(name, **options), MAZE_SUCCESS_RADIUS)

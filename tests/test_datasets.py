@@ -553,6 +553,12 @@ def test_normalized_score_against_hand_computation():
     assert D.normalized_score(1.629008, dataset=named) == pytest.approx(0.0)
     with pytest.raises(ValueError, match="known tasks are antmaze, halfcheetah, hopper, walker2d"):
         D.normalized_score(1.0, task="pointmaze-umaze")
+    # data collected in a crl env is not D4RL's task, whatever its file is called
+    dmc = D.Dataset([], env_id="dmc-state:hopper-hop", source="/data/dmc_hopper-hop.hdf5")
+    with pytest.raises(ValueError, match="no reference scores for data of 'dmc-state:hopper-hop'"):
+        D.normalized_score(1.0, dataset=dmc)
+    dmc.metadata.update(ref_min_score=0.0, ref_max_score=2.0)  # its own references still apply
+    assert D.normalized_score(1.0, dataset=dmc) == pytest.approx(50.0)
 
 
 def test_success_rate_from_infos_or_final_distance():

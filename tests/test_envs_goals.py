@@ -53,3 +53,20 @@ def test_fetch_push_steps():
     assert obs["observation"].shape == (25,)
     obs, _, _, _, info = env.step(env.action_space.sample())
     check_goal_step(obs, info, FETCH_SUCCESS_RADIUS, strict=True)
+
+
+@pytest.mark.parametrize("env_id", ["maze:PointMaze_UMaze-v3", "fetch:Reach"])
+def test_goal_envs_render_for_evaluation_videos(env_id, tmp_path):
+    from crl.train import evaluate
+
+    class Still:
+        def act(self, obs, explore):
+            return np.zeros((1,) + env.action_space.shape, np.float32)
+
+    env = envs.make(env_id, max_episode_steps=3)
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8 and frame.std() > 0
+    evaluate(Still(), env, episodes=1, seed=0, video_path=tmp_path / "eval.mp4")
+    assert (tmp_path / "eval.mp4").stat().st_size > 0
+    env.close()

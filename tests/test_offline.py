@@ -1,6 +1,7 @@
 """`crl dataset collect|info` and `crl offline train|eval` end to end, and the scores they print."""
 
 import json
+import re
 import shlex
 import shutil
 import sys
@@ -62,6 +63,20 @@ def test_offline_train_resumes_where_it_stopped(maze_file, tmp_path, monkeypatch
     config = read_config(tmp_path)  # the command that made the run, then each resume's
     assert config["command"] == shlex.join(["crl", *args, "--updates", "10"])
     assert config["resumed_with"] == [shlex.join(["crl", *args, "--updates", n]) for n in ("15", "20")]
+    capsys.readouterr()
+    # the finished run again: its policy's score, nothing trained, logged or recorded
+    config_text, eval_text = (tmp_path / "config.yaml").read_text(), (tmp_path / "eval.csv").read_text()
+    assert main(args + ["--updates", "20"]) == 0
+    last_eval = dict(zip(eval_text.splitlines()[0].split(","), eval_text.splitlines()[-1].split(",")))
+    assert json.loads(capsys.readouterr().out)["policy"]["success"] == float(last_eval["success"])
+    # fewer updates than the checkpoint holds: refused, the run untouched
+    assert main(args + ["--updates", "10"]) == 2
+    assert "at 20 updates, past --updates 10" in capsys.readouterr().err
+    assert (tmp_path / "config.yaml").read_text() == config_text
+    assert (tmp_path / "eval.csv").read_text() == eval_text
+    # evaluation videos of an offline run
+    assert main(args + ["--updates", "25", "--set", "video=true"]) == 0
+    assert [p.name for p in (tmp_path / "videos").glob("*.mp4")] == ["eval_update_000000000025.mp4"]
 
 
 @pytest.mark.parametrize("agent", ["gcrl", "td-infonce"])
@@ -95,6 +110,16 @@ def test_offline_run_records_the_resolved_dataset_and_refuses_another(maze_file,
     assert offline.resolve_spec("minari:D4RL/pointmaze/umaze-v2") == "minari:D4RL/pointmaze/umaze-v2"
     assert offline.resolve_spec(f"minari:{tmp_path.name}") == "minari:" + tmp_path.name  # not a folder here
     assert offline.resolve_spec(f"minari:{maze_file.parent}") == str(maze_file.parent.resolve())
+
+
+@pytest.mark.parametrize("agent, message", [("sac", r"sac learns from one observation array .* use a goal agent"),
+                                            ("sb3-sac", r"sb3-sac trains in its own online loop")])
+def test_offline_train_refuses_an_agent_that_cannot_learn_the_data(agent, message, maze_file, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["offline", "train", agent, "--dataset", str(maze_file), "--updates", "5",
+                 "--logdir", str(run_dir)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not run_dir.exists()  # the failed start leaves no empty run directory
 
 
 def test_offline_train_refuses_data_that_does_not_fit_the_env(tmp_path, capsys):
@@ -157,6 +182,26 @@ def test_errors_name_the_problem(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--out", "data.txt"], "--out data.txt: a D4RL-layout file is named .hdf5 or .h5"),
+    (["--minari-id", "no version"], "--minari-id 'no version' is not a Minari id"),
+    (["--out", "d.hdf5", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--out", "d.hdf5", "--noise", "-1"], "--noise must be >= 0"),
+    (["--out", "d.hdf5", "--max-episode-steps", "0"], "--max-episode-steps must be positive, got 0"),
+])
+def test_collect_refuses_bad_options_before_collecting(options, message, tmp_path, monkeypatch, capsys):
+    import crl.collect
+
+    def collect(*args, **kwargs):
+        raise AssertionError("collected before checking its options")
+
+    monkeypatch.setattr(crl.collect, "collect", collect)
+    monkeypatch.chdir(tmp_path)
+    assert main(["dataset", "collect", "--env", "maze:PointMaze_UMaze-v3", "--policy", "random",
+                 "--episodes", "1", *options]) == 2
+    assert message in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
 def test_a_minari_id_with_or_without_its_prefix_is_the_same_dataset_on_resume(tmp_path):
     from crl.logger import write_config
 
@@ -168,3 +213,18 @@ def test_a_minari_id_with_or_without_its_prefix_is_the_same_dataset_on_resume(tm
     offline.check_same_dataset(run_dir, offline.resolve_spec("test/base-v0"))
     with pytest.raises(ValueError, match="was trained on dataset test/base-v0, not other/base-v0"):
         offline.check_same_dataset(run_dir, offline.resolve_spec("other/base-v0"))
+
+
+def test_offline_train_renders_the_env_at_the_datas_image_size(tmp_path, monkeypatch, capsys):
+    # `crl dataset collect` records maze-pixels at its 64x64 default; training defaults to 84
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    assert main(["dataset", "collect", "--env", "maze-pixels:PointMaze_UMaze-v3", "--policy", "random",
+                 "--episodes", "2", "--max-episode-steps", "8", "--minari-id", "test/pixels-v0"]) == 0
+    assert datasets.load("test/pixels-v0").episodes[0].observations["observation"].shape[1:] == (3, 64, 64)
+    assert main(["dataset", "collect", "--env", "maze-pixels:PointMaze_UMaze-v3", "--policy", "random",
+                 "--episodes", "2", "--minari-id", "test/pixels-v0"]) == 2  # refused before collecting
+    assert "test/pixels-v0 exists" in capsys.readouterr().err
+    run_dir = tmp_path / "run"
+    assert main(["offline", "train", "gcbc", "--dataset", "test/pixels-v0", "--updates", "2", "--logdir", str(run_dir),
+                 "--set", "batch_size=4", "hidden_dims=16", "eval_every_updates=2", "eval_episodes=1"]) == 0
+    assert read_config(run_dir)["run"]["image_size"] == 64
