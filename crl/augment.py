@@ -151,6 +151,17 @@ def shift(x: Tensor, dy: Tensor, dx: Tensor, pad: int = 4, *,
     b, _, H, W = _check_batch(x)
     dy = torch.as_tensor(dy, device=x.device).long().reshape(b)
     dx = torch.as_tensor(dx, device=x.device).long().reshape(b)
+    if b:  # one read (on an accelerator each read waits for the queue); the random shifts skip it
+        low_y, high_y, low_x, high_x = torch.stack([dy.min(), dy.max(), dx.min(), dx.max()]).tolist()
+        if min(low_y, low_x) < 0 or max(high_y, high_x) > 2 * pad:
+            raise ValueError(f"shift offsets must lie in [0, {2 * pad}] for pad {pad}, got dy "
+                             f"{low_y}..{high_y}, dx {low_x}..{high_x}")
+    return _shift(x, dy, dx, pad, memory_format)
+
+
+def _shift(x: Tensor, dy: Tensor, dx: Tensor, pad: int, memory_format: torch.memory_format) -> Tensor:
+    """`shift` of offsets known to be in range (long tensors of shape (B,))."""
+    _, _, H, W = x.shape
     if not _copies_per_sample(x):  # clamped indices: no padded copy
         rows = (dy[:, None] + torch.arange(-pad, H - pad, device=x.device)).clamp_(0, H - 1)
         cols = (dx[:, None] + torch.arange(-pad, W - pad, device=x.device)).clamp_(0, W - 1)
@@ -168,7 +179,7 @@ def random_shift(x: Tensor, pad: int = 4, *, generator: torch.Generator | None =
     _check_batch(x)
     dy = _offsets(x, 2 * pad, generator)
     dx = _offsets(x, 2 * pad, generator)
-    return shift(x, dy, dx, pad, memory_format=memory_format)
+    return _shift(x, dy, dx, pad, memory_format)
 
 
 def shift_bilinear(x: Tensor, dy: Tensor, dx: Tensor, pad: int = 4) -> Tensor:
@@ -220,7 +231,7 @@ def random_shift_bilinear(
     _check_batch(x)
     # DrQ-v2 draws shift of size (n, 1, 1, 2) with [..., 0] = x; draw x first to match.
     sh = torch.randint(0, 2 * pad + 1, (x.shape[0], 2), device=x.device, generator=generator)
-    out = shift(x, sh[:, 1], sh[:, 0], pad, memory_format=memory_format)
+    out = _shift(x, sh[:, 1], sh[:, 0], pad, memory_format)
     return out if out.is_floating_point() or not float_output else out.float()
 
 
@@ -229,7 +240,11 @@ def random_crop(
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> Tensor:
     """CURL random crop to ``size``: offsets uniform in ``[0, H-h] x [0, W-w]``, independent per
-    sample, the same crop for all channels/frames of one sample. Dtype preserved."""
+    sample, the same crop for all channels/frames of one sample. Dtype preserved.
+
+    Deviation: CURL's release draws ``randint(0, H - h)``, i.e. ``[0, H-h)`` (0..15 for 100 -> 84,
+    never the last row/column); we include ``H-h``, so the range is symmetric about the centre
+    crop (offset 8) that evaluation uses."""
     _, _, H, W = _check_batch(x)
     h, w = _pair(size)
     if h > H or w > W:

@@ -52,11 +52,12 @@ def cosine_energy(x: Tensor, y: Tensor, temperature: float = 0.1) -> Tensor:
 def neg_sq_l2_energy(x: Tensor, y: Tensor) -> Tensor:
     """l_ij = -|x_i - y_j|^2
 
-    Computed as 2 x_i.y_j - |x_i|^2 - |y_j|^2 (one matmul, no (B, B, d) intermediate), clamped so
-    that rounding cannot make a squared distance negative.
+    From the differences themselves (a (..., B, B, d) intermediate, as the contrastive RL release
+    computes it), not as 2 x_i.y_j - |x_i|^2 - |y_j|^2: in float32 that form cancels for close
+    pairs of large vectors (a positive pair 0.001 apart at norm ~57 lost the whole distance).
     """
-    sq = (x * x).sum(-1, keepdim=True) + (y * y).sum(-1).unsqueeze(-2) - 2.0 * dot_energy(x, y)
-    return -sq.clamp_min(0.0)
+    diff = x.unsqueeze(-2) - y.unsqueeze(-3)
+    return -(diff * diff).sum(-1)
 
 
 def neg_l2_energy(x: Tensor, y: Tensor, eps: float = 1e-12) -> Tensor:

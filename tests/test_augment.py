@@ -135,9 +135,10 @@ def test_random_shift_generator_reproducible():
 # ----------------------------------------------------------------------------- bilinear shift
 
 
-def test_shift_bilinear_matches_integer_crop_all_offsets():
+@pytest.mark.parametrize("height, width", [(84, 84), (20, 31), (31, 20)])
+def test_shift_bilinear_matches_integer_crop_all_offsets(height, width):
     pad = 4
-    x = _rand_images(81, 3, 84, 84, torch.float32)
+    x = _rand_images(81, 3, height, width, torch.float32)
     grid = torch.cartesian_prod(torch.arange(9), torch.arange(9))
     dy, dx = grid[:, 0], grid[:, 1]
     y = A.shift_bilinear(x, dy, dx, pad)
@@ -273,6 +274,17 @@ def test_crop_refuses_offsets_that_leave_the_image():
         A.crop(x, torch.tensor([0, 11, 2]), torch.zeros(3), 20)
     with pytest.raises(ValueError, match=r"left offsets must lie in \[0, 20\].*got -1\.\.0"):
         A.crop(x, torch.zeros(3), torch.tensor([0, -1, 0]), 20)
+
+
+@pytest.mark.parametrize("gather", [False, True])
+def test_shift_refuses_offsets_outside_the_padding_on_every_path(gather, monkeypatch):
+    if gather:  # the accelerator path (clamped gather indices) would clamp them silently
+        monkeypatch.setattr(A, "_copies_per_sample", lambda x: False)
+    x = _rand_images(3, 2, 10, 12, torch.uint8)
+    with pytest.raises(ValueError, match=r"offsets must lie in \[0, 8\] for pad 4, got dy 0\.\.9"):
+        A.shift(x, torch.tensor([0, 9, 2]), torch.zeros(3), 4)
+    with pytest.raises(ValueError, match=r"got dy 0\.\.0, dx -3\.\.0"):
+        A.shift(x, torch.zeros(3), torch.tensor([0, -3, 0]), 4)
 
 
 def test_shift_of_a_bool_mask_replicates_its_border():

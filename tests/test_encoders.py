@@ -90,6 +90,9 @@ def test_other_image_sizes():
     enc = E.ConvEncoder((3, 100, 100), 16)
     assert enc(_pixels(2, (3, 100, 100))).shape == (2, 16)
     assert enc.repr_dim == 32 * 43 * 43
+    wide = E.ConvEncoder((3, 84, 100), 16)  # non-square: rows and columns counted apart
+    assert wide.out_hw == (35, 43) and wide.repr_dim == 32 * 35 * 43
+    assert wide(_pixels(2, (3, 84, 100))).shape == (2, 16)
 
 
 def test_conv_flops_about_85_mflop():

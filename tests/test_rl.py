@@ -50,8 +50,10 @@ def test_soft_update_is_polyak():
 
 
 def test_n_step_target():
+    # r + d * V' with the replay's discounts (gamma^n for a full window, 0 after a termination,
+    # gamma^k for a window shortened by a truncation; their semantics are tested in test_replay.py)
     reward = torch.tensor([1.0, 2.0, 0.5])
-    discount = torch.tensor([0.99**3, 0.0, 0.99])  # a full window, a terminal, a truncated window
+    discount = torch.tensor([0.99**3, 0.0, 0.99])
     next_value = torch.tensor([10.0, 10.0, 10.0])
     torch.testing.assert_close(n_step_target(reward, discount, next_value),
                                torch.tensor([1.0 + 0.99**3 * 10, 2.0, 0.5 + 0.99 * 10]))
@@ -65,6 +67,41 @@ def test_twin_q_heads_are_independent():
     assert not torch.allclose(q1, q2)
     q1.sum().backward()
     assert all(p.grad is None for p in q.q2.parameters())
+
+
+def test_temperature_loss_against_its_closed_form():
+    # alpha * mean(-log pi - target): log pi = 0 and target -1 give +alpha; a flipped sign, -alpha
+    temperature = Temperature(0.25, target_entropy=-1.0)
+    log_prob = torch.zeros(6, requires_grad=True)
+    loss = temperature.loss(log_prob)
+    assert loss.item() == pytest.approx(0.25)
+    loss.backward()
+    assert log_prob.grad is None or not log_prob.grad.any()  # log pi is detached in this loss
+    assert temperature.log_alpha.grad.item() == pytest.approx(0.25)  # d(alpha * 1)/d log alpha
+
+
+def test_sac_actor_step_scores_actions_by_the_smaller_q():
+    from crl.rl import sac_actor_step
+
+    class TwoHeads(nn.Module):  # Q1 = 5, Q2 = -3 everywhere
+        def __init__(self):
+            super().__init__()
+            self.unused = nn.Parameter(torch.zeros(1))
+
+        def forward(self, features, action):
+            zeros = action.sum(-1) * 0
+            return zeros + 5.0, zeros - 3.0
+
+    torch.manual_seed(0)
+    actor, temperature = TanhGaussianActor(3, 2, (8,)), Temperature(0.1, target_entropy=-2.0)
+    features = torch.randn(4, 3)
+    torch.manual_seed(1)
+    _, log_prob = actor(features)
+    torch.manual_seed(1)
+    metrics = sac_actor_step(actor, TwoHeads(), temperature, torch.optim.SGD(actor.parameters(), lr=0.0),
+                             torch.optim.SGD(temperature.parameters(), lr=0.0), features, features)
+    expected = (0.1 * log_prob - (-3.0)).mean()
+    assert metrics["actor_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_temperature_moves_towards_target_entropy():
@@ -85,6 +122,10 @@ def test_linear_schedule_and_noise():
     mean = torch.zeros(10000, 1)
     noisy = noisy_action(mean, std=1.0, clip=0.3)
     assert noisy.abs().max() <= 0.3 + 1e-6 and noisy.std() > 0.2
+    # the noise is clipped to +-0.3 before the sum is clipped to [-1, 1]: mean 0.9 -> [0.6, 1.0]
+    near_edge = noisy_action(torch.full((10000, 1), 0.9), std=1.0, clip=0.3)
+    assert near_edge.min() == pytest.approx(0.6) and near_edge.max() == 1.0
+    assert (near_edge == 1.0).float().mean() > 0.3  # P(noise > 0.1) ~ 0.46 of draws land on the clip
     actor = DeterministicActor(3, 2, (8,))
     assert actor(torch.randn(5, 3) * 100).abs().max() <= 1
 

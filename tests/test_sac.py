@@ -69,11 +69,42 @@ def test_targets_follow_by_polyak_on_schedule(pixel_agent):
     critic_target = params(agent.critic_target)
     agent.update(pixel_batch(), step=1)  # odd step: no target update (every 2)
     assert not changed(critic_target, agent.critic_target)
+    encoder_target = params(agent.encoder_target)
     agent.update(pixel_batch(), step=2)
-    tau = agent.config.critic_tau
-    for name, p in agent.critic_target.named_parameters():
-        expected = (1 - tau) * critic_target[name] + tau * dict(agent.critic.named_parameters())[name]
-        torch.testing.assert_close(p, expected)
+    for target, before, online, tau in [(agent.critic_target, critic_target, agent.critic, agent.config.critic_tau),
+                                        (agent.encoder_target, encoder_target, agent.encoder,
+                                         agent.config.encoder_tau)]:
+        for name, p in target.named_parameters():
+            expected = (1 - tau) * before[name] + tau * dict(online.named_parameters())[name]
+            torch.testing.assert_close(p, expected)
+
+
+def test_critic_loss_against_the_soft_bellman_target(pixel_agent):
+    """target = r + d (min(Q1', Q2')(s', a') - alpha log pi(a'|s')), a' ~ pi(s'), with the target
+    critic and target encoder (moved away from the online ones here, so using either is seen),
+    d = 0 after a termination."""
+    agent = pixel_agent
+    with torch.no_grad():
+        for p in [*agent.critic_target.parameters(), *agent.encoder_target.parameters()]:
+            p.add_(torch.randn_like(p) * 0.05)
+        agent.temperature.log_alpha.fill_(np.log(0.3))
+    batch = pixel_batch()
+    batch["discount"][:3] = 0.0
+    obs, next_obs, action = batch["obs"], batch["next_obs"], batch["action"]
+    with torch.no_grad():
+        torch.manual_seed(7)
+        next_action, next_log_prob = agent.actor(agent.actor_encoder(next_obs))
+        target_q1, target_q2 = agent.critic_target(agent.encoder_target(next_obs), next_action)
+        target = batch["reward"] + batch["discount"] * (torch.min(target_q1, target_q2) - 0.3 * next_log_prob)
+        q1, q2 = agent.critic(agent.encoder(obs), action)
+        expected = ((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean()
+    torch.manual_seed(7)
+    metrics = agent.update_critic(obs, action, batch["reward"], batch["discount"], next_obs)
+    assert metrics["critic_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_target_entropy_is_minus_the_action_dimension(pixel_agent):
+    assert pixel_agent.temperature.target_entropy == -2.0
 
 
 def test_actor_shares_conv_weights_with_critic(pixel_agent):

@@ -67,6 +67,28 @@ def test_dqn_maps_loop_settings_and_exploration_steps():
     env.close()
 
 
+def test_sac_and_dqn_hand_their_settings_to_sb3():
+    state_env = envs.make("dmc-state:cartpole-balance")
+    run, config = train.build_configs("sb3-sac", None, {"env": "dmc-state:cartpole-balance", "frames": 1000,
+                                                        "gamma": 0.98, "tau": 0.02, "learning_rate": 1e-3})
+    model = sb3.SAC.build(state_env, run, config, 1, "cpu")
+    assert (model.gamma, model.tau, model.learning_rate) == (0.98, 0.02, 1e-3)
+    assert model.ent_coef == "auto" and model.target_entropy == -1.0  # learned alpha, target -|A|
+    assert model.target_update_interval == 1 and model.batch_size == 256
+    assert model.policy.share_features_extractor is False and model.policy.net_arch == [256, 256]
+    fixed = sb3.SAC.build(state_env, run, sb3.SACConfig(ent_coef="0.2"), 1, "cpu")
+    assert float(fixed.ent_coef_tensor) == pytest.approx(0.2)
+    state_env.close()
+
+    run, config = train.build_configs("sb3-dqn", "atari100k", {"env": "atari:Pong", "buffer_size": 100,
+                                                               "features_dim": 16, "max_grad_norm": 5.0})
+    env = sb3.training_env(run, config)
+    model = sb3.DQN.build(env, run, config, 4, "cpu")
+    assert (model.gamma, model.tau, model.learning_rate, model.max_grad_norm) == (0.99, 1.0, 1e-4, 5.0)
+    assert model.target_update_interval == config.target_update_interval
+    env.close()
+
+
 def test_sac_policy_follows_observations():
     pixels = envs.make("dmc:cartpole-balance", visuals="fast")
     states = envs.make("dmc-state:cartpole-balance")
