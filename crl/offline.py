@@ -115,20 +115,28 @@ def resolve_spec(spec: str | Path) -> str:
 def same_dataset_key(resolved: str) -> str:
     """A resolved spec less its "minari:" prefix: once paths are resolved, "minari:ID" and "ID" both
     name the Minari id ID (the prefix is kept in records: it stops a folder named ID from being
-    taken for the id later)."""
-    return resolved.removeprefix("minari:")
+    taken for the id later). An id of a local Minari dataset is its data folder, so the id and
+    the folder's path name one dataset."""
+    key = resolved.removeprefix("minari:")
+    if not Path(key).is_absolute() and datasets.MINARI_ID.fullmatch(key):
+        local = datasets.minari_root() / key
+        if local.is_dir():
+            return str(local.resolve())
+    return key
 
 
-def check_same_dataset(run_dir: Path, spec: str) -> None:
-    """A run directory that will be resumed (it holds checkpoints) must be given its own dataset."""
+def check_same_dataset(run_dir: Path, spec: str) -> str:
+    """A run directory that will be resumed (it holds checkpoints) must be given its own dataset.
+    Returns the spec to record: the run's own (as first given), else `spec`."""
     from crl.checkpoint import CheckpointManager
 
     if CheckpointManager(run_dir / "checkpoints").latest() is None or not (run_dir / "config.yaml").is_file():
-        return
+        return spec
     recorded = read_config(run_dir).get("dataset")
     if recorded is not None and same_dataset_key(resolve_spec(recorded)) != same_dataset_key(spec):
         raise ValueError(f"{run_dir} was trained on dataset {recorded}, not {spec}; resuming it on another "
                          "dataset would mix the two: pass --logdir with a new run directory")
+    return recorded if recorded is not None else spec
 
 
 def _data_shapes(rows: Any) -> Any:
@@ -168,6 +176,26 @@ def check_dataset_fits_env(dataset: datasets.Dataset, spec: str, env_id: str, en
     raise ValueError(message + " Pass --env with an environment whose spaces match the data (`crl list envs`).")
 
 
+def resumed_offline_configs(run_dir: Path, agent_name: str, preset: str | None, overrides: dict[str, Any],
+                            fresh: tuple[Any, Any]) -> tuple[Any, Any]:
+    """A run directory with a checkpoint goes on with the checkpoint's configs: the preset and
+    --set values given again may change only the resumable fields (--updates, evaluation, video),
+    as `crl train --resume` does; `fresh` (the configs from defaults) otherwise."""
+    from crl import train
+    from crl.checkpoint import CheckpointError, CheckpointManager
+
+    manager = CheckpointManager(run_dir / "checkpoints")
+    if manager.latest() is None:
+        return fresh
+    payload = manager.load_latest()
+    train.check_checkpoint_keys(payload, manager.loaded_path, train.OFFLINE_RESUME_KEYS)
+    if payload["agent"] != agent_name:
+        raise CheckpointError(f"checkpoint {manager.loaded_path} holds agent {payload['agent']!r}, not "
+                              f"{agent_name!r} (the agent asked for): use another --logdir, or the agent that made it")
+    settings = dict(train.agent_module(agent_name).PRESETS[preset]) if preset else {}
+    return train.resumed_configs(agent_name, payload["config"], settings | overrides, manager.loaded_path)
+
+
 def _image_size_of(dataset: datasets.Dataset, overrides: dict[str, Any]) -> dict[str, int]:
     """{"image_size": N} for square (C, N, N) images from a pixel env unless --set gives one: the
     env is rendered at the data's size (`crl dataset collect` records maze-pixels at 64, training
@@ -195,7 +223,8 @@ def train_command(agent_name: str, spec: str, preset: str | None, overrides: dic
     overrides.update(_image_size_of(dataset, overrides))
     run, agent_config = train.build_configs(agent_name, preset, overrides)
     run_dir = Path(logdir) if logdir else Path("runs") / f"offline_{agent_name}_{Path(str(spec)).stem}_s{run.seed}"
-    check_same_dataset(run_dir, resolved)
+    resolved = check_same_dataset(run_dir, resolved)
+    run, agent_config = resumed_offline_configs(run_dir, agent_name, preset, overrides, (run, agent_config))
     env = envs.make(run.env, **train.env_options(run, training=False))  # checked, then evaluated in
     created = not run_dir.exists()
     try:

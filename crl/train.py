@@ -174,6 +174,21 @@ def env_options(run: RunConfig, training: bool) -> dict[str, Any]:
     return {}
 
 
+def torch_rng_states() -> dict[str, Any]:
+    """torch's CPU generator and, once CUDA is in use, every GPU's (exploration noise and
+    augmentations draw from the device's generator there)."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_torch_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def frame_stack_of(env) -> int:
     try:
         return int(env.get_wrapper_attr("stack_size"))
@@ -277,7 +292,7 @@ class OnlineTrainer:
             "replay": self.replay.state_dict(),
             "last_eval": dict(self.last_eval),
             "rng": {
-                "torch": torch.get_rng_state(),
+                **torch_rng_states(),
                 "numpy": self.rng.bit_generator.state,
                 "action_space": self.env.action_space.np_random.bit_generator.state,
                 "python": random.getstate(),
@@ -290,7 +305,7 @@ class OnlineTrainer:
         self.replay.load_state_dict(payload["replay"])
         self.counters = dict(payload["counters"])
         self.last_eval = dict(payload.get("last_eval", {}))
-        torch.set_rng_state(payload["rng"]["torch"])
+        restore_torch_rng_states(payload["rng"])
         self.rng.bit_generator.state = payload["rng"]["numpy"]
         self.env.action_space.np_random.bit_generator.state = payload["rng"]["action_space"]
         random.setstate(payload["rng"]["python"])
@@ -475,6 +490,10 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
     payload = manager.load_latest()
     if payload is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from ({run_dir / 'checkpoints'} is empty)")
+    dataset = payload.get("config", {}).get("dataset") if isinstance(payload.get("config"), dict) else None
+    if dataset is not None:
+        raise ValueError(f"{run_dir} is an offline run (trained on {dataset}): go on with `crl offline train "
+                         f"{payload.get('agent')} --dataset {dataset} --logdir {run_dir} --updates N`")
     check_checkpoint_keys(payload, manager.loaded_path, RESUME_KEYS)
     check_checkpoint_fits(payload, manager.loaded_path, agent, recorded, run_dir / "config.yaml")
     agent_name = payload["agent"]
@@ -664,7 +683,7 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
             check_offline_checkpoint_fits(payload, manager.loaded_path, agent_name, run, agent_config)
             agent.load_state_dict(payload["agent_state"])
             counters = dict(payload["counters"])
-            torch.set_rng_state(payload["rng"]["torch"])
+            restore_torch_rng_states(payload["rng"])
             replay.rng.bit_generator.state = payload["rng"]["replay"]
             if counters["updates"] > run.updates:
                 raise ValueError(f"{manager.loaded_path} is at {counters['updates']} updates, past --updates "
@@ -680,7 +699,7 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
         def save():
             manager.save({"agent": agent_name, "config": config, "counters": dict(counters),
                           "agent_state": agent.state_dict(),
-                          "rng": {"torch": torch.get_rng_state(), "replay": replay.rng.bit_generator.state}},
+                          "rng": {**torch_rng_states(), "replay": replay.rng.bit_generator.state}},
                          frames=counters["updates"])
 
         result: dict[str, float] = {}

@@ -74,9 +74,19 @@ def test_offline_train_resumes_where_it_stopped(maze_file, tmp_path, monkeypatch
     assert "at 20 updates, past --updates 10" in capsys.readouterr().err
     assert (tmp_path / "config.yaml").read_text() == config_text
     assert (tmp_path / "eval.csv").read_text() == eval_text
-    # evaluation videos of an offline run
-    assert main(args + ["--updates", "25", "--set", "video=true"]) == 0
+    # evaluation videos of an offline run; a resume needs only the dataset and the run directory
+    short = ["offline", "train", "gcbc", "--dataset", str(maze_file), "--logdir", str(tmp_path)]
+    assert main(short + ["--updates", "25", "--set", "video=true"]) == 0
     assert [p.name for p in (tmp_path / "videos").glob("*.mp4")] == ["eval_update_000000000025.mp4"]
+    assert read_config(tmp_path)["agent_config"]["hidden_dims"] == [16]
+    capsys.readouterr()
+    assert main(short + ["--updates", "30", "--set", "batch_size=64"]) == 2  # not a resumable field
+    assert "cannot change batch_size (8 -> 64)" in capsys.readouterr().err
+    assert main(["offline", "train", "gcrl", "--dataset", str(maze_file), "--logdir", str(tmp_path)]) == 2
+    assert "holds agent 'gcbc', not 'gcrl'" in capsys.readouterr().err
+    assert main(["train", "gcbc", "--resume", str(tmp_path)]) == 2  # the online resume points the way
+    assert f"is an offline run (trained on {maze_file.resolve()}): go on with `crl offline train gcbc" \
+        in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("agent", ["gcrl", "td-infonce"])
@@ -202,17 +212,22 @@ def test_collect_refuses_bad_options_before_collecting(options, message, tmp_pat
     assert message in capsys.readouterr().err and not list(tmp_path.iterdir())
 
 
-def test_a_minari_id_with_or_without_its_prefix_is_the_same_dataset_on_resume(tmp_path):
+def test_a_minari_id_with_or_without_its_prefix_is_the_same_dataset_on_resume(tmp_path, monkeypatch):
     from crl.logger import write_config
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "ckpt_000000001000.pt").write_bytes(b"")
     write_config(run_dir, {"dataset": "test/base-v0"})
-    offline.check_same_dataset(run_dir, offline.resolve_spec("minari:test/base-v0"))
-    offline.check_same_dataset(run_dir, offline.resolve_spec("test/base-v0"))
+    # the run keeps recording the spec it was first given
+    assert offline.check_same_dataset(run_dir, offline.resolve_spec("minari:test/base-v0")) == "test/base-v0"
+    assert offline.check_same_dataset(run_dir, offline.resolve_spec("test/base-v0")) == "test/base-v0"
     with pytest.raises(ValueError, match="was trained on dataset test/base-v0, not other/base-v0"):
         offline.check_same_dataset(run_dir, offline.resolve_spec("other/base-v0"))
+    # a local Minari dataset named by its id or by its folder's path
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    (tmp_path / "minari" / "test" / "base-v0").mkdir(parents=True)
+    offline.check_same_dataset(run_dir, offline.resolve_spec(str(tmp_path / "minari" / "test" / "base-v0")))
 
 
 def test_offline_train_renders_the_env_at_the_datas_image_size(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from crl import train
 from crl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
@@ -385,3 +386,22 @@ def test_a_start_that_fails_leaves_no_empty_run_directory(tmp_path, monkeypatch)
     with pytest.raises(RuntimeError):
         train.train("sac", run, agent, tmp_path / "kept")
     assert (tmp_path / "kept").is_dir()  # a directory the user made stays
+
+
+def test_checkpoints_carry_every_gpus_generator_when_cuda_is_in_use(monkeypatch):
+    # no GPU here: torch.cuda's generator functions stand in, to check what is saved and restored
+    saved_cuda = [torch.tensor([1, 2, 3], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: saved_cuda)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    states = train.torch_rng_states()
+    assert states["cuda"] is saved_cuda and torch.equal(states["torch"], torch.get_rng_state())
+    torch.rand(3)  # move the CPU generator on
+    train.restore_torch_rng_states(states)
+    assert restored == [saved_cuda] and torch.equal(torch.get_rng_state(), states["torch"])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # another machine: the CPU state only
+    train.restore_torch_rng_states(states)
+    assert len(restored) == 1
