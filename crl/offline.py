@@ -168,6 +168,8 @@ def check_dataset_fits_env(dataset: datasets.Dataset, spec: str, env_id: str, en
     if data_action != env_action:
         problems.append(f"actions of shape {data_action} against {env_id}'s {env_action}")
     if not problems:
+        problems = _positions_outside_the_maze(dataset, env)
+    if not problems:
         return
     message = f"{spec}: the dataset does not fit the environment {env_id}: it has {' and '.join(problems)}."
     if dataset.metadata.get("format") == "d4rl" and env_id.startswith("antmaze:"):
@@ -207,6 +209,25 @@ def _image_size_of(dataset: datasets.Dataset, overrides: dict[str, Any]) -> dict
     if images.ndim == 4 and images.shape[2] == images.shape[3]:
         return {"image_size": int(images.shape[3])}
     return {}
+
+
+def _positions_outside_the_maze(dataset: datasets.Dataset, env: Any) -> list[str]:
+    """Goal positions of a maze dataset must lie in the env's maze, whose map is centred on the
+    origin (gymnasium-robotics); D4RL's maze2d files count cells from a corner, so their shapes
+    fit while every position is in another frame."""
+    maze = getattr(env.unwrapped, "maze", None)
+    first = dataset.episodes[0].observations
+    if maze is None or not isinstance(first, dict) or "achieved_goal" not in first:
+        return []
+    half = np.array([maze.x_map_center, maze.y_map_center])
+    positions = np.concatenate([np.asarray(ep.observations[key], np.float64)[:, :2]
+                                for ep in dataset.episodes for key in ("achieved_goal", "desired_goal")])
+    low, high = positions.min(axis=0), positions.max(axis=0)
+    if np.all(low >= -half) and np.all(high <= half):
+        return []
+    return [f"goal positions x {low[0]:.2f}..{high[0]:.2f}, y {low[1]:.2f}..{high[1]:.2f} outside the maze's "
+            f"x, y in [-{half[0]:g}, {half[0]:g}] x [-{half[1]:g}, {half[1]:g}] (D4RL's maze2d positions "
+            "count from the map's corner; gymnasium-robotics centres the map on the origin)"]
 
 
 def train_command(agent_name: str, spec: str, preset: str | None, overrides: dict[str, Any],

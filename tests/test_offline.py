@@ -152,6 +152,25 @@ def test_offline_train_refuses_data_that_does_not_fit_the_env(tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_offline_train_refuses_maze2d_positions_in_another_frame(tmp_path, capsys):
+    # D4RL maze2d-umaze: 4-d observations as PointMaze's, positions counted from the map's corner
+    # (x, y in about 0.5..3.5); gymnasium-robotics' UMaze spans [-2.5, 2.5] around the origin
+    rows = 40
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0.5, 3.5, (rows, 2)).astype(np.float32)
+    path = tmp_path / "maze2d-umaze-v1.hdf5"
+    with h5py.File(path, "w") as f:
+        f["observations"] = np.concatenate([xy, rng.normal(size=(rows, 2)).astype(np.float32)], axis=1)
+        f["actions"] = rng.uniform(-1, 1, (rows, 2)).astype(np.float32)
+        f["rewards"] = np.zeros(rows, np.float32)
+        f["terminals"] = np.zeros(rows, bool)
+        f["timeouts"] = np.arange(rows) % 20 == 19
+        f["infos/goal"] = np.tile(np.float32([3.0, 1.0]), (rows, 1))
+    assert main(["offline", "train", "gcbc", "--dataset", str(path), "--env", "maze:PointMaze_UMaze-v3",
+                 "--updates", "2", "--logdir", str(tmp_path / "run")]) == 2
+    assert "outside the maze's x, y in [-2.5, 2.5] x [-2.5, 2.5]" in capsys.readouterr().err
+
+
 def test_offline_eval_of_a_checkpoint_file_closes_its_env(maze_file, tmp_path, monkeypatch, capsys):
     from crl import train
 
