@@ -158,6 +158,9 @@ class Logger:
             from torch.utils.tensorboard import SummaryWriter
 
             purge = None if resume_frames is None else int(resume_frames) + 1
+            if resume_frames is None:  # a fresh start: an earlier attempt's curves would be drawn with it
+                for stale in (self.run_dir / "tb").glob("events.out.tfevents.*"):
+                    stale.unlink()
             self.tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge)
 
     def csv_path(self, kind: str) -> Path:

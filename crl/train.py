@@ -497,9 +497,13 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
     check_checkpoint_keys(payload, manager.loaded_path, RESUME_KEYS)
     check_checkpoint_fits(payload, manager.loaded_path, agent, recorded, run_dir / "config.yaml")
     agent_name = payload["agent"]
-    run, agent_config = resumed_configs(agent_name, payload["config"], overrides, manager.loaded_path)
+    # a resume stopped before its first checkpoint recorded its budget only in config.yaml
+    recorded_run = (recorded or {}).get("run", {})
+    carried = {k: recorded_run[k] for k in RESUMABLE_FIELDS if k in recorded_run and k in payload["config"]["run"]}
+    run, agent_config = resumed_configs(agent_name, payload["config"], carried | overrides, manager.loaded_path)
     trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
-    trainer.restore(payload)
+    with restoring(manager.loaded_path):
+        trainer.restore(payload)
     trainer.commands = resumed_commands(recorded if recorded is not None else payload["config"])
     if run.frames < trainer.counters["frames"]:
         raise ValueError(f"{manager.loaded_path} is at {trainer.counters['frames']} frames, past --frames "
@@ -567,12 +571,29 @@ def require_keys(mapping: Any, keys, where: str, error: type[Exception]) -> None
                     f"(it has {', '.join(map(repr, mapping)) or 'none'})")
 
 
+@contextlib.contextmanager
+def restoring(path: Path):
+    """A checkpoint that unpickles but holds the wrong things (edited, another version's) is named
+    in one line, not a traceback from deep inside load_state_dict or a generator."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        raise CheckpointError(f"checkpoint {path}: cannot restore its contents "
+                              f"({type(error).__name__}: {first_line})") from error
+
+
 def check_checkpoint_keys(payload: dict, path: Path, required: dict[str, tuple]) -> None:
     require_keys(payload, required, f"checkpoint {path}", CheckpointError)
     for key, inner in required.items():
         require_keys(payload[key], inner, f"checkpoint {path}: {key!r}", CheckpointError)
     if "config" in required:
         check_run_config_shape(payload["config"], f"checkpoint {path}: 'config'", CheckpointError)
+    for name, value in (payload.get("counters") or {}).items() if "counters" in required else ():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"checkpoint {path}: counter {name!r} must be a whole number >= 0, got {value!r}")
     if "agent" in required and not isinstance(payload["agent"], str):
         raise CheckpointError(f"checkpoint {path}: 'agent' must be an agent name, got {payload['agent']!r}")
 
@@ -681,10 +702,11 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
         if payload is not None:
             check_checkpoint_keys(payload, manager.loaded_path, OFFLINE_RESUME_KEYS)
             check_offline_checkpoint_fits(payload, manager.loaded_path, agent_name, run, agent_config)
-            agent.load_state_dict(payload["agent_state"])
+            with restoring(manager.loaded_path):
+                agent.load_state_dict(payload["agent_state"])
+                restore_torch_rng_states(payload["rng"])
+                replay.rng.bit_generator.state = payload["rng"]["replay"]
             counters = dict(payload["counters"])
-            restore_torch_rng_states(payload["rng"])
-            replay.rng.bit_generator.state = payload["rng"]["replay"]
             if counters["updates"] > run.updates:
                 raise ValueError(f"{manager.loaded_path} is at {counters['updates']} updates, past --updates "
                                  f"{run.updates}: ask for at least {counters['updates']}")
@@ -775,8 +797,13 @@ def load_agent(path: str | Path) -> LoadedCheckpoint:
     run = from_dict(RunConfig, config["run"], f"checkpoint {path}")
     agent_config = from_dict(module.Config, config["agent_config"], f"checkpoint {path}")
     env = envs.make(run.env, **env_options(run, training=False))
-    agent = make_agent(config["agent"], env, agent_config, resolve_device("auto"))
-    agent.load_state_dict(payload["agent_state"])
+    try:
+        agent = make_agent(config["agent"], env, agent_config, resolve_device("auto"))
+        with restoring(checkpoint):
+            agent.load_state_dict(payload["agent_state"])
+    except BaseException:
+        env.close()
+        raise
     return LoadedCheckpoint(agent, env, run, payload, run_dir)
 
 

@@ -150,6 +150,13 @@ def test_tensorboard_scalars_and_resume_purge(tmp_path):
     assert s["train/loss"] == [(100, 1.0), (200, 2.0), (300, 30.0)]
     assert s["eval/episode_return"] == []
 
+    # a fresh start in the same directory (an attempt stopped before its first checkpoint, run
+    # again) draws only its own curve
+    time.sleep(1.05)
+    with Logger(tmp_path) as log:
+        log.log("train", _counters(100), {"loss": 0.5})
+    assert _scalars(tmp_path)["train/loss"] == [(100, 0.5)]
+
 
 @pytest.mark.parametrize("suffix", [".mp4", ".gif"])
 def test_save_video(tmp_path, suffix):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from crl import train
-from crl.checkpoint import CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
+from crl.checkpoint import HEADER_KEYS, CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
 from crl.cli import main
 from crl.logger import read_config, write_config
 
@@ -303,6 +303,29 @@ def test_missing_keys_in_a_checkpoint_or_config_name_the_file_and_key(tmp_path, 
     assert f"checkpoint {checkpoint}: 'config': 'agent' must be an agent name, got 5" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("edit, says", [
+    (lambda p: p.update(agent_state={}), "cannot restore its contents (KeyError"),
+    (lambda p: p.update(agent_state=5), "cannot restore its contents"),
+    (lambda p: p["rng"].update(torch="abc"), "cannot restore its contents (TypeError"),
+    (lambda p: p.update(replay={}), "cannot restore its contents"),
+    (lambda p: p["counters"].update(frames=-100), "counter 'frames' must be a whole number >= 0, got -100"),
+    (lambda p: p["counters"].update(frames="abc"), "counter 'frames' must be a whole number >= 0, got 'abc'"),
+])
+def test_a_checkpoint_with_edited_contents_is_named_not_a_traceback(edit, says, run_copy, capsys):
+    latest = CheckpointManager(run_copy / "checkpoints").latest()
+    payload = {k: v for k, v in load_checkpoint(latest).items() if k not in HEADER_KEYS}
+    edit(payload)
+    save_checkpoint(latest, payload)
+    before = snapshot(run_copy)
+    assert main(["train", "sac", "--resume", str(run_copy), "--frames", "3000"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"crl: error: checkpoint {latest}") and says in error
+    assert snapshot(run_copy) == before
+    code = main(["eval", str(latest), "--episodes", "1"])  # evaluation reads only what it needs
+    error = capsys.readouterr().err
+    assert code == 0 or error.startswith(f"crl: error: checkpoint {latest}")
+
+
 def test_cli_refuses_out_of_range_run_values_before_building_anything(tmp_path, capsys):
     logdir = tmp_path / "never"
     assert main(["train", "sac", "--env", ENV, "--frames", "-5", "--logdir", str(logdir)]) == 2
@@ -328,6 +351,11 @@ def test_ctrl_c_during_a_resume_names_the_checkpoint_to_continue_from(run_copy, 
     error = capsys.readouterr().err
     assert f"crl: {run_copy}: training interrupted; `crl train --resume {run_copy}` continues from {latest}" in error
     assert "Traceback" not in error
+    # the command it names keeps the budget the interrupted resume asked for (only config.yaml has it)
+    monkeypatch.undo()
+    assert main(["train", "sac", "--resume", str(run_copy)]) == 0
+    assert list(pd.read_csv(run_copy / "eval.csv").frames)[-1] == 4000
+    assert read_config(run_copy)["run"]["frames"] == 4000
 
 
 def test_ctrl_c_before_the_first_checkpoint_says_none_was_written(tmp_path, monkeypatch, capsys):
