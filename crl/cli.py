@@ -243,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         # goes) are printed plainly, not as a traceback.
         print(f"crl: error: {error}", file=sys.stderr)
         return 2
+    except MemoryError:  # e.g. a replay_capacity the machine cannot hold
+        print("crl: error: out of memory; a smaller replay_capacity (or batch_size, num_envs) needs less",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt as interrupt:  # no traceback for Ctrl-C; 130 as a shell reports it
         print(f"crl: {interrupt or 'interrupted'}", file=sys.stderr)
         return 130

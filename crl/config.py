@@ -28,6 +28,11 @@ def unknown_field_error(name: str, valid: list[str], where: str) -> ConfigError:
     return ConfigError(f"unknown config field {name!r} in {where}.{hint} Valid fields: {', '.join(sorted(valid))}")
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _coerce(value: Any, annotation: Any, name: str) -> Any:
     """Converts a string from the command line (or a YAML scalar) to the field's type."""
     origin = typing.get_origin(annotation)
@@ -39,7 +44,12 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
         return _coerce(value, inner[0], name)
     if origin in (tuple, list):
         item_type = args[0] if args else str
-        converted = [_coerce(v, item_type, name) for v in _items(value, name) if v != ""]
+        items = _items(value, name)
+        if items == [""]:  # "hidden_dims=": an empty list
+            items = []
+        if any(isinstance(v, str) and not v.strip() for v in items):
+            raise ConfigError(f"field {name!r} has an empty item in {_shown(value)}")
+        converted = [_coerce(v, item_type, name) for v in items]
         return tuple(converted) if origin is tuple else converted
     if annotation is bool:
         if isinstance(value, bool):
@@ -48,14 +58,17 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
             return True
         if str(value).lower() in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"field {name!r} expects a boolean, got {value!r}")
+        raise ConfigError(f"field {name!r} expects a boolean, got {_shown(value)}")
     if annotation is int:
         return _whole_number(value, name)
     if annotation in (float, str):
         try:
-            return annotation(value)
+            converted = annotation(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"field {name!r} expects {annotation.__name__}, got {value!r}") from None
+            raise ConfigError(f"field {name!r} expects {annotation.__name__}, got {_shown(value)}") from None
+        if annotation is float and not math.isfinite(converted):
+            raise ConfigError(f"field {name!r} must be a finite number, got {_shown(value)}")
+        return converted
     return value
 
 
@@ -87,7 +100,7 @@ def _whole_number(value: Any, name: str) -> int:
         return int(number)
     if isinstance(number, float) and math.isfinite(number) and number.is_integer():
         return int(number)
-    raise ConfigError(f"field {name!r} expects a whole number (int), got {value!r}")
+    raise ConfigError(f"field {name!r} expects a whole number (int), got {_shown(value)}")
 
 
 def replace(config, overrides: dict[str, Any], where: str):
@@ -98,7 +111,10 @@ def replace(config, overrides: dict[str, Any], where: str):
     for name, value in overrides.items():
         if name not in valid:
             raise unknown_field_error(name, valid, where)
-        changes[name] = _coerce(value, hints[name], name)
+        try:
+            changes[name] = _coerce(value, hints[name], name)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
     return dataclasses.replace(config, **changes)
 
 

@@ -92,7 +92,7 @@ ENERGIES: dict[str, Callable[..., Tensor]] = {
 def energy(name: str, x: Tensor, y: Tensor, **kwargs) -> Tensor:
     """Apply the parameter-free energy `name` (a key of ENERGIES) to x and y."""
     if name not in ENERGIES:
-        raise KeyError(f"unknown energy {name!r}; parameter-free energies: {sorted(ENERGIES)}"
+        raise ValueError(f"unknown energy {name!r}; parameter-free energies: {sorted(ENERGIES)}"
                        " (use make_energy for 'bilinear')")
     return ENERGIES[name](x, y, **kwargs)
 
@@ -120,7 +120,7 @@ def make_energy(name: str, dim: int | None = None, **kwargs) -> nn.Module:
             raise ValueError("make_energy('bilinear') needs dim")
         return Bilinear(dim, **kwargs)
     if name not in ENERGIES:
-        raise KeyError(f"unknown energy {name!r}; known: {sorted(ENERGIES) + ['bilinear']}")
+        raise ValueError(f"unknown energy {name!r}; known: {sorted(ENERGIES) + ['bilinear']}")
     return _FunctionEnergy(ENERGIES[name], **kwargs)
 
 

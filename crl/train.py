@@ -7,6 +7,7 @@ frames), `agent_steps` (decisions, summed over vector envs) and `updates` (gradi
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import shlex
 import sys
@@ -62,6 +63,9 @@ RESUMABLE_FIELDS = {"frames", "updates", "eval_every_updates", "eval_every_frame
 
 POSITIVE_RUN_FIELDS = ("frames", "update_every", "eval_every_frames", "eval_episodes", "replay_capacity", "num_envs",
                        "keep_checkpoints", "image_size", "updates", "eval_every_updates")
+# Evaluation resets use seed + 10000 + k (training) and seed + 20000 + k (`crl eval`); numpy and
+# gymnasium take seeds below 2**32.
+MAX_SEED = 2**31 - 1
 NON_NEGATIVE_RUN_FIELDS = ("seed", "seed_frames", "updates_per_round", "checkpoint_every_frames", "action_repeat")
 
 
@@ -74,6 +78,9 @@ def check_run_values(run: RunConfig) -> None:
     for name in NON_NEGATIVE_RUN_FIELDS:
         if getattr(run, name) < 0:
             raise ConfigError(f"run config field {name!r} must be >= 0, got {getattr(run, name)!r}")
+    if run.seed > MAX_SEED:
+        raise ConfigError(f"run config field 'seed' must be at most {MAX_SEED} (2**31 - 1), so that the evaluation "
+                          f"seeds after it stay valid 32-bit seeds; got {run.seed}")
     from crl.envs.dmc import VISUALS
 
     if run.visuals not in VISUALS:
@@ -108,10 +115,27 @@ def check_agent_values(agent_name: str, agent_config) -> None:
         counts = value if name == "hidden_dims" and isinstance(value, (tuple, list)) else [value]
         if is_positive_agent_field(name) and any(isinstance(v, int) and v <= 0 for v in counts):
             raise ConfigError(f"{agent_name} config field {name!r} must be positive (> 0), got {value!r}")
+        if name == "hidden_dims" and isinstance(value, (tuple, list)) and not value:
+            raise ConfigError(f"{agent_name} config field 'hidden_dims' needs at least one layer, got none")
+        if (bounds := agent_value_bounds(name)) is not None and isinstance(value, float):
+            low, high, shown = bounds
+            if not (low < value <= high):
+                raise ConfigError(f"{agent_name} config field {name!r} must be in {shown}, got {value!r}")
     precision = getattr(agent_config, "precision", "float32")
     if precision not in PRECISIONS:
         raise ConfigError(f"{agent_name} config field 'precision' must be one of {', '.join(PRECISIONS)}, "
                           f"got {precision!r}")
+
+
+def agent_value_bounds(name: str) -> tuple[float, float, str] | None:
+    """(low, high, text) with low < value <= high for the fields whose range every paper shares:
+    learning rates, Adam's epsilon and the initial temperature positive; discounts and Polyak
+    rates in (0, 1]."""
+    if name in ("lr", "learning_rate", "adam_eps", "init_temperature") or name.endswith("_lr"):
+        return 0.0, math.inf, "(0, inf)"
+    if name in ("gamma", "tau") or name.endswith("_tau"):
+        return 0.0, 1.0, "(0, 1]"
+    return None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -162,9 +162,9 @@ def test_energy_registry():
                                C.cosine_energy(x, y, 0.2))
     bil = C.make_energy("bilinear", dim=3)
     assert len(list(bil.parameters())) == 1
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="unknown energy"):
         C.energy("bilinear", x, y)
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="unknown energy"):
         C.make_energy("nope")
 
 

@@ -224,6 +224,9 @@ def test_config_round_trip_and_errors(tmp_path):
     (tmp_path / "config.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="mapping"):
         read_config(tmp_path)
+    (tmp_path / "config.yaml").write_bytes(b"agent: \xff\n")
+    with pytest.raises(ValueError, match=r"config.yaml is not UTF-8 text \(invalid start byte at byte 7\)"):
+        read_config(tmp_path)
 
 
 def test_progress_counts_frames_and_keeps_postfix():

@@ -214,7 +214,8 @@ def test_errors_name_the_problem(tmp_path, capsys):
 @pytest.mark.parametrize("options, message", [
     (["--out", "data.txt"], "--out data.txt: a D4RL-layout file is named .hdf5 or .h5"),
     (["--minari-id", "no version"], "--minari-id 'no version' is not a Minari id"),
-    (["--out", "d.hdf5", "--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--out", "d.hdf5", "--seed", "-1"], "--seed must be in 0..2147483647, got -1"),
+    (["--out", "d.hdf5", "--seed", "4294967296"], "--seed must be in 0..2147483647, got 4294967296"),
     (["--out", "d.hdf5", "--noise", "-1"], "--noise must be >= 0"),
     (["--out", "d.hdf5", "--max-episode-steps", "0"], "--max-episode-steps must be positive, got 0"),
 ])

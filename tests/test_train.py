@@ -335,6 +335,36 @@ def test_cli_refuses_out_of_range_run_values_before_building_anything(tmp_path, 
     assert not logdir.exists()
 
 
+@pytest.mark.parametrize("setting, says", [
+    ("gamma=nan", "sac config: field 'gamma' must be a finite number, got 'nan'"),
+    ("actor_lr=inf", "field 'actor_lr' must be a finite number, got 'inf'"),
+    ("hidden_dims=", "'hidden_dims' needs at least one layer, got none"),
+    ("hidden_dims=256,,256", "field 'hidden_dims' has an empty item in '256,,256'"),
+    ("actor_lr=0", "field 'actor_lr' must be in (0, inf), got 0.0"),
+    ("gamma=1.5", "field 'gamma' must be in (0, 1], got 1.5"),
+    ("critic_tau=0", "field 'critic_tau' must be in (0, 1], got 0.0"),
+    ("init_temperature=0", "field 'init_temperature' must be in (0, inf), got 0.0"),
+    ("seed=4294957296", "'seed' must be at most 2147483647 (2**31 - 1)"),
+    ("seed=" + "9" * 5000, "expects a whole number (int), got '99999999"),
+])
+def test_cli_refuses_values_no_run_can_use_naming_the_field(setting, says, tmp_path, capsys):
+    logdir = tmp_path / "never"
+    assert main(["train", "sac", "--env", ENV, "--logdir", str(logdir), "--set", setting]) == 2
+    error = capsys.readouterr().err
+    assert says in error and len(error) < 400 and not logdir.exists()
+
+
+def test_a_replay_the_machine_cannot_hold_is_a_plain_error(tmp_path, monkeypatch, capsys):
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(train, "EpisodeReplay", no_memory)
+    logdir = tmp_path / "run"
+    assert main(["train", "sac", "--env", ENV, "--logdir", str(logdir), "--set", "replay_capacity=1000000000000"]) == 2
+    assert "crl: error: out of memory; a smaller replay_capacity" in capsys.readouterr().err
+    assert not logdir.exists()
+
+
 def test_cli_refuses_an_agent_whose_actions_do_not_fit_the_env(tmp_path, capsys):
     assert main(["train", "drq-eps", "--env", ENV, "--frames", "1000", "--logdir", str(tmp_path / "run")]) == 2
     assert "drq-eps needs discrete (Discrete) actions; the env's action space is Box(" in capsys.readouterr().err
