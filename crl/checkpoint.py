@@ -166,7 +166,7 @@ def _encode(obj: Any, path: tuple = ()) -> Any:
         return [_encode(v, path + (i,)) for i, v in enumerate(obj)]
     if type(obj) is tuple:
         return tuple(_encode(v, path + (i,)) for i, v in enumerate(obj))
-    if type(obj) in (set, frozenset):
+    if type(obj) is set:  # (a frozenset is saved by torch but refused by its weights_only loader)
         for v in obj:
             _check_key(v, path + ("<set item>",))
         return obj
@@ -196,14 +196,25 @@ def _move(t: torch.Tensor, device: torch.device | None) -> torch.Tensor:
     return t.to(device)
 
 
+def _decode_ndarray(obj: dict) -> Any:
+    """A numpy array back from its marked tensor. Its dtype must be a plain number or bool of
+    the tensor's element size (what `_encode` writes): a crafted dtype ("(10000,)f8", objects,
+    records) could otherwise turn a small file into a huge array."""
+    tensor = obj[_NDARRAY]
+    dtype = np.dtype(obj["dtype"])
+    if not isinstance(tensor, torch.Tensor) or dtype.kind not in "biufc" or dtype.subdtype is not None \
+            or dtype.itemsize != tensor.element_size():
+        raise ValueError(f"numpy value of dtype {obj['dtype']!r} does not match its stored tensor")
+    arr = tensor.numpy().astype(dtype, copy=False)
+    return arr[()] if obj.get("scalar") else arr
+
+
 def _decode(obj: Any, device: torch.device | None = None) -> Any:
     if isinstance(obj, torch.Tensor):
         return _move(obj, device)
     if isinstance(obj, dict):
         if _NDARRAY in obj:
-            arr = obj[_NDARRAY].numpy()
-            arr = arr.astype(np.dtype(obj["dtype"]), copy=False)
-            return arr[()] if obj.get("scalar") else arr
+            return _decode_ndarray(obj)
         out = type(obj)((k, _decode(v, device)) for k, v in obj.items())
         meta = getattr(obj, "_metadata", None)
         if meta is not None:
@@ -248,6 +259,19 @@ def _short(msg: str, limit: int = 300) -> str:
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 
+def _check_record_checksums(path: Path) -> None:
+    """torch's zip reader does not check the CRC-32 of each record, so flipped bits in a tensor's
+    bytes would load as changed weights; zipfile's check reads the file once more."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return  # not a readable zip: torch.load says what it is
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupt: record {bad} fails its CRC-32 check "
+                              "(damaged on disk or in transfer)")
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`; every failure is a CheckpointError.
 
@@ -264,6 +288,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the write never completed")
+    _check_record_checksums(path)
     try:
         # Always read onto the CPU so that every exception here is about the file itself; tensors
         # are moved to map_location afterwards (a device error is then not mistaken for a
@@ -274,7 +299,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     except pickle.UnpicklingError as e:
         text = str(e)
         if "Weights only load failed" in text:
-            m = re.search(r"(Unsupported global: [^\n]*|Unsupported operand[^\n]*)", text)
+            m = re.search(r"(Unsupported global: [^\n]*|unsupported GLOBAL [^\n]*|Unsupported operand[^\n]*)", text)
             detail = m.group(1).strip() if m else _short(text.splitlines()[-1] if text else "")
             raise CheckpointError(
                 f"refusing to load {path}: it contains objects that are not plain tensors or "

@@ -1,6 +1,7 @@
 import collections
 import os
 import pickle
+import zipfile
 import random
 import warnings
 
@@ -144,7 +145,31 @@ def test_unsupported_values_refused_at_save(tmp_path):
         save_checkpoint(tmp_path / "c.pt", {"a": Mode.A})
     with pytest.raises(ValueError, match="reserved"):
         save_checkpoint(tmp_path / "c.pt", {"format": "mine"})
+    with pytest.raises(TypeError, match="frozenset"):  # torch saves it, its weights_only loader refuses it
+        save_checkpoint(tmp_path / "c.pt", {"a": frozenset({1})})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_flipped_bits_in_a_tensor_record_fail_its_checksum(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"w": torch.arange(4096, dtype=torch.float32)})
+    with zipfile.ZipFile(path) as archive:
+        record = next(i for i in archive.infolist() if i.filename.endswith("data/0"))
+    data = bytearray(path.read_bytes())
+    start = record.header_offset + 30 + len(record.filename) + len(record.extra) + 1000
+    data[start:start + 64] = bytes(b ^ 0xFF for b in data[start:start + 64])
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"record .*data/0 fails its CRC-32 check"):
+        load_checkpoint(path)
+
+
+def test_a_crafted_numpy_dtype_is_refused(tmp_path):
+    # 4 stored bytes claimed as 10000 float64s each: a small file that would decode to a huge array
+    path = tmp_path / "c.pt"
+    header = {"format": "crl-checkpoint", "version": 1}
+    torch.save(header | {"a": {"__crl_ndarray__": torch.zeros(1000), "dtype": "(10000,)f8", "scalar": False}}, path)
+    with pytest.raises(CheckpointError, match=r"dtype '\(10000,\)f8' does not match its stored tensor"):
+        load_checkpoint(path)
 
 
 def test_missing_truncated_and_garbage_files(tmp_path):
