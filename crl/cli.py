@@ -54,7 +54,13 @@ def config_overrides(args: argparse.Namespace, options: tuple[str, ...]) -> dict
     from crl.config import parse_assignments
 
     overrides = parse_assignments(args.set or [])
-    overrides.update({name: getattr(args, name) for name in options if getattr(args, name) is not None})
+    for name in options:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name in overrides and str(overrides[name]) != str(value):
+            raise ValueError(f"--{name} {value} and --set {name}={overrides[name]} disagree: give one")
+        overrides[name] = value
     return overrides
 
 

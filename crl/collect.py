@@ -190,7 +190,7 @@ class CollectionSource:
         if env_id is not None and env_id != run_env_id:
             env.close()
             raise ValueError(f"checkpoint {path} was trained on {run_env_id!r}, not {env_id!r} "
-                             "(pass env_id=None to use the checkpoint's env)")
+                             "(omit --env, or pass env_id=None, to use the checkpoint's env)")
         if env_options:  # extra options: an env made with them replaces the evaluation env
             env.close()
             env = _make(run_env_id, run_env_options(loaded.run, training=False) | env_options)

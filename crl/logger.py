@@ -410,6 +410,8 @@ def _default_label(csv_path: Path) -> str:
 
 def _load_xy(csv_path: Path, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
     fields, rows = _read_csv(csv_path)
+    if not fields:
+        raise ValueError(f"{csv_path} is empty: the run has logged no evaluation yet")
     for col in (x, y):
         if col not in fields:
             raise ValueError(f"{csv_path} has no column {col!r} (columns: {fields})")
@@ -475,8 +477,10 @@ def plot_curves(
             hi = min(r[0][-1] for r in runs)
             grid = np.unique(np.concatenate([r[0] for r in runs]))
             grid = grid[(grid >= lo) & (grid <= hi)]
-            if len(grid) == 0:
-                grid = np.unique(np.concatenate([r[0] for r in runs]))
+            if len(grid) == 0:  # a mean would be made up from flat extrapolations
+                spans = ", ".join(f"{r[0][0]:g}..{r[0][-1]:g}" for r in runs)
+                raise ValueError(f"the runs labelled {label!r} share no {x} range ({spans}): give them "
+                                 "their own labels")
             stack = np.stack([np.interp(grid, r[0], r[1]) for r in runs])
         mean = stack.mean(axis=0)
         n = len(runs)

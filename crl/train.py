@@ -547,7 +547,11 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
 def resumed_commands(earlier: dict) -> dict[str, Any]:
     """config.yaml keeps the command that made the run, and lists each resume's command after it."""
     now = invoking_command()
-    resumes = [*(earlier.get("resumed_with") or []), *([now] if now else [])]
+    before = earlier.get("resumed_with") or []
+    if not isinstance(before, list) or not all(isinstance(c, str) for c in before):
+        raise ValueError(f"the run's recorded 'resumed_with' must be a list of commands, got {before!r} "
+                         "(config.yaml edited?)")
+    resumes = [*before, *([now] if now else [])]
     return {"command": earlier.get("command"), "resumed_with": resumes}
 
 

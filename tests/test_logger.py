@@ -204,6 +204,15 @@ def test_plot_curves(tmp_path):
         plot_curves(runs, tmp_path / "x.png", y="success")
     with pytest.raises(FileNotFoundError, match="eval"):
         plot_curves([tmp_path / "missing"], tmp_path / "x.png")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.csv is empty"):
+        plot_curves([tmp_path / "empty.csv"], tmp_path / "x.png")
+    late = tmp_path / "late"
+    with Logger(late, tensorboard=False) as log:
+        for frames in (5000, 6000):
+            log.log("eval", _counters(frames), {"episode_return": 1.0})
+    with pytest.raises(ValueError, match=r"runs labelled 'sac' share no frames range \(0..2000, 5000..6000\)"):
+        plot_curves([runs[0], late], tmp_path / "x.png", labels=["sac", "sac"])
 
 
 def test_config_round_trip_and_errors(tmp_path):

@@ -257,6 +257,16 @@ def test_resume_applies_and_records_the_resumable_fields(run_copy, monkeypatch):
     assert [p.name for p in CheckpointManager(run_copy / "checkpoints").list()] == [f"ckpt_{4000:012d}.pt"]
 
 
+def test_resume_refuses_a_malformed_resume_record_and_conflicting_budgets(run_copy, capsys):
+    write_config(run_copy, read_config(run_copy) | {"resumed_with": 5})
+    before = snapshot(run_copy)
+    assert main(["train", "sac", "--resume", str(run_copy), "--frames", "3000"]) == 2
+    assert "recorded 'resumed_with' must be a list of commands, got 5" in capsys.readouterr().err
+    assert snapshot(run_copy) == before
+    assert main(["train", "sac", "--resume", str(run_copy), "--frames", "3000", "--set", "frames=4000"]) == 2
+    assert "--frames 3000 and --set frames=4000 disagree" in capsys.readouterr().err
+
+
 def test_resume_refuses_an_unreadable_log_before_recording_anything(run_copy, capsys):
     (run_copy / "train.csv").write_bytes(bytes(range(128, 256)))
     config_before = (run_copy / "config.yaml").read_bytes()
