@@ -12,7 +12,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt scripts/system-deps.sh
 	bash scripts/system-deps.sh
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install torch==2.13.0
+	# the CPU build: a local wheel or index that has it, else PyTorch's CPU index (PyPI's
+	# torch==2.13.0 for Linux is the CUDA build with its multi-GB nvidia-* dependencies)
+	$(PIP) install torch==2.13.0+cpu || $(PIP) install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	touch $@
 

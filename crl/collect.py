@@ -14,9 +14,10 @@ reports them). The policy is one of
              discrete actions the probability of a uniformly random action instead (epsilon).
              Noise 0 (the default for checkpoints) records the evaluation policy as is.
 
-Reproducibility: episode k resets the env with seed + k and draws its maze cells, planner noise
-and random actions from generators seeded by (seed + k, stream), so the same call gives the same
-arrays bit for bit, and any episode can be regenerated alone.
+Reproducibility: episode k resets the env with a seed drawn from (seed, k) and draws its maze
+cells, planner noise and random actions from generators seeded by (that seed, stream), so the same
+call gives the same arrays bit for bit, any episode can be regenerated alone (`first_episode=k`),
+and datasets of different seeds share no episode (with seed + k, seeds 0 and 1 shared all but one).
 
 Maze styles ("diverse" | "fixed-goal", see `crl.envs.maze_planner`) choose each episode's goal and
 start cells through the env's reset options, whatever the policy; other suites ignore the style.
@@ -24,7 +25,7 @@ start cells through the env's reset options, whatever the policy; other suites i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,12 +46,14 @@ Policy = Callable[[Any], np.ndarray]
 def collect(env_id: str | None, policy: str | Path, episodes: int, *, seed: int = 0,
             style: str = "diverse", noise: float | None = None, max_episode_steps: int | None = None,
             progress: bool = True, goal_cell: tuple[int, int] | None = None,
-            start_cell: tuple[int, int] | None = None, env_options: dict | None = None):
+            start_cell: tuple[int, int] | None = None, env_options: dict | None = None,
+            first_episode: int = 0):
     """Records `episodes` episodes of `policy` in `env_id` as a `crl.datasets.Dataset`.
 
     noise: None picks the policy's default (the planner's DEFAULT_NOISE, 0 for checkpoints;
     unused by "random"). max_episode_steps: a step limit below the env's own (the episode is then
     truncated there). goal_cell / start_cell pin maze cells (row, col) in every episode.
+    first_episode: the index of the first episode (the episodes are first_episode, ...).
     env_id may be None for a checkpoint (its own env); for a checkpoint it must match the run's.
 
     Metadata: env_id, policy, noise, seed, episodes, max_episode_steps, steps (transitions); for
@@ -63,7 +66,8 @@ def collect(env_id: str | None, policy: str | Path, episodes: int, *, seed: int 
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     source = CollectionSource.build(env_id, policy, noise, env_options or {})
-    is_maze = source.env_id.partition(":")[0] in ("maze", "antmaze")
+    is_maze = source.env_id.partition(":")[0] in ("maze", "antmaze", "maze-pixels")
+    check_episode_limit(source, max_episode_steps)
     if is_maze:
         from crl.envs.maze_planner import STYLES
 
@@ -72,10 +76,11 @@ def collect(env_id: str | None, policy: str | Path, episodes: int, *, seed: int 
     recorded, cells = [], []
     bar = _progress_bar(episodes, f"collect {source.env_id}", progress)
     try:
-        for k in range(episodes):
-            reset_options = (_maze_cells(source.env, style, seed + k, goal_cell, start_cell)
+        for k in range(first_episode, first_episode + episodes):
+            episode_seed = _episode_seed(seed, k)
+            reset_options = (_maze_cells(source.env, style, episode_seed, goal_cell, start_cell)
                              if is_maze else None)
-            recorded.append(run_episode(source.env, source.policy_for_episode(seed + k), seed + k,
+            recorded.append(run_episode(source.env, source.policy_for_episode(episode_seed), episode_seed,
                                         reset_options, max_episode_steps))
             cells.append(reset_options)
             bar.update(1)
@@ -84,8 +89,21 @@ def collect(env_id: str | None, policy: str | Path, episodes: int, *, seed: int 
         source.env.close()
     metadata = describe(source, str(policy), seed, max_episode_steps, recorded,
                         style if is_maze else None, cells)
+    if first_episode:
+        metadata["first_episode"] = first_episode
     return Dataset(episodes=recorded, env_id=source.env_id, metadata=metadata,
                    source=f"crl.collect policy={policy}")
+
+
+def check_episode_limit(source: CollectionSource, max_episode_steps: int | None) -> None:
+    """max_episode_steps only cuts episodes shorter: above the env's own limit it would be recorded
+    in the metadata as a limit no episode had."""
+    spec = getattr(source.env, "spec", None)
+    limit = getattr(spec, "max_episode_steps", None)
+    if max_episode_steps is not None and limit is not None and max_episode_steps > limit:
+        source.env.close()
+        raise ValueError(f"max_episode_steps {max_episode_steps} is above {source.env_id}'s own limit of {limit} "
+                         "steps: it can only cut episodes shorter")
 
 
 def describe(source: CollectionSource, policy: str, seed: int, max_episode_steps: int | None,
@@ -93,7 +111,7 @@ def describe(source: CollectionSource, policy: str, seed: int, max_episode_steps
     """The dataset's metadata (see `collect`); no None values, which writers cannot store."""
     metadata = {"env_id": source.env_id, "policy": policy, "noise": source.noise, "seed": seed,
                 "episodes": len(recorded), "max_episode_steps": max_episode_steps,
-                "steps": int(sum(len(e.actions) for e in recorded))}
+                "steps": int(sum(len(e.actions) for e in recorded)), **source.about_policy}
     if style is not None:
         metadata |= {"style": style, "goal_cells": [list(c["goal_cell"]) for c in cells],
                      "start_cells": [list(c["reset_cell"]) for c in cells]}
@@ -146,10 +164,13 @@ class CollectionSource:
     env: gym.Env
     noise: float | None
     policy_for_episode: Callable[[int], Policy]
+    about_policy: dict = field(default_factory=dict)  # e.g. the checkpoint's counters
 
     @classmethod
     def build(cls, env_id: str | None, policy: str | Path, noise: float | None, env_options: dict):
         if str(policy) == "random":
+            if noise is not None:
+                raise ValueError("the 'random' policy takes no noise: its actions are uniform already")
             env = _make(env_id, env_options)
             return cls(env_id, env, None, lambda s: random_policy(env.action_space, s))
         if str(policy) == "planner":
@@ -195,11 +216,16 @@ class CollectionSource:
             env.close()
             env = _make(run_env_id, run_env_options(loaded.run, training=False) | env_options)
         noise = 0.0 if noise is None else float(noise)
+        if isinstance(env.action_space, gym.spaces.Discrete) and noise > 1:
+            env.close()
+            raise ValueError(f"noise {noise} for discrete actions is the probability of a random action: at most 1")
 
         def for_episode(episode_seed: int) -> Policy:
             return noisy_agent_policy(agent, env.action_space, noise, _seed(episode_seed, "noise"))
 
-        return cls(run_env_id, env, noise, for_episode)
+        counters = loaded.payload.get("counters", {})
+        return cls(run_env_id, env, noise, for_episode,
+                   {"checkpoint_frames": counters.get("frames"), "checkpoint_updates": counters.get("updates")})
 
 
 def random_policy(action_space: gym.Space, seed: int) -> Policy:
@@ -239,6 +265,11 @@ def _maze_cells(env, style, episode_seed, goal_cell, start_cell) -> dict:
 
     rng = np.random.default_rng(_seed(episode_seed, "cells"))
     return episode_cells(maze_of(env).maze_map, style, rng, goal_cell=goal_cell, start_cell=start_cell)
+
+
+def _episode_seed(seed: int, k: int) -> int:
+    """Episode k's seed: a hash of (seed, k), so nearby dataset seeds give unrelated episodes."""
+    return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
 
 
 def _seed(episode_seed: int, stream: str) -> int:

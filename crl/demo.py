@@ -59,6 +59,19 @@ class RandomPolicy:
         return self.space.sample()[None]
 
 
+DEMO_MARKER = "DEMO"  # in a run directory the demo made (and may replace)
+
+
+def _made_by_crl_demo(logdir: Path) -> bool:
+    """A demo run from before the marker: its config.yaml records the `crl demo` command."""
+    from crl.logger import read_config
+
+    try:
+        return str(read_config(logdir).get("command") or "").startswith("crl demo")
+    except (OSError, ValueError):
+        return False
+
+
 def run_demo(logdir: str | Path = "runs/demo", seed: int = 0, which: str = "pixels", **overrides) -> dict:
     """The demo run; `overrides` (run or agent config fields) shorten it for tests."""
     from crl import envs, train
@@ -67,7 +80,12 @@ def run_demo(logdir: str | Path = "runs/demo", seed: int = 0, which: str = "pixe
     demo = DEMOS[which]
     logdir = Path(logdir)
     if (logdir / "config.yaml").exists():
+        if not (logdir / DEMO_MARKER).exists() and not _made_by_crl_demo(logdir):
+            raise FileExistsError(f"{logdir} holds a run that `crl demo` did not make; the demo replaces only its "
+                                  "own earlier run: choose another --logdir")
         shutil.rmtree(logdir)  # the demo's own previous run
+    logdir.mkdir(parents=True, exist_ok=True)
+    (logdir / DEMO_MARKER).write_text(f"made by `crl demo` ({which}); the next demo run replaces this directory\n")
     start = time.time()
     run, agent_config = train.build_configs(demo.agent, "cpu-smoke",
                                             {"env": demo.env_id, "seed": seed, **demo.overrides, **overrides})

@@ -10,6 +10,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from crl.envs.rendering import explained
+
 MAZE_NAMES = tuple(f"PointMaze_{m}-v3" for m in ("UMaze", "Medium", "Large", "Open"))
 ANTMAZE_NAMES = tuple(f"AntMaze_{m}-v5" for m in ("UMaze", "Medium", "Large", "Open"))
 FETCH_NAMES = ("Reach", "Push", "Slide", "PickAndPlace")
@@ -57,6 +59,9 @@ class GoalInterface(gym.Wrapper):
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         return self._observation(obs), self._goal_info(obs, info, 0)
+
+    def render(self):
+        return explained(self.env.render)  # a GL failure says which MUJOCO_GL values work
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)

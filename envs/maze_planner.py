@@ -113,12 +113,17 @@ def episode_cells(maze_map, style: str, rng: np.random.Generator, *,
         raise ValueError(f"unknown collection style {style!r}; styles: {', '.join(STYLES)}")
     cells = free_cells(maze_map)
     if goal_cell is None:
-        goal_cell = default_goal_cell(maze_map) if style == "fixed-goal" else _pick(cells, rng)
+        if style == "fixed-goal":
+            goal_cell = default_goal_cell(maze_map)
+        else:  # a pinned start is never drawn as the goal
+            goal_cell = _pick([c for c in cells if start_cell is None or c != tuple(start_cell)], rng)
     if start_cell is None:
         start_cell = _pick([c for c in cells if c != tuple(goal_cell)], rng)
     for name, cell in (("goal_cell", goal_cell), ("start_cell", start_cell)):
         if tuple(cell) not in cells:
             raise ValueError(f"{name} {tuple(cell)} is a wall or outside the maze; free cells: {cells}")
+    if tuple(start_cell) == tuple(goal_cell):
+        raise ValueError(f"start_cell {tuple(start_cell)} is the goal cell: an episode needs somewhere to go")
     return {"goal_cell": tuple(int(v) for v in goal_cell), "reset_cell": tuple(int(v) for v in start_cell)}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 
 BACKENDS = ("egl", "osmesa", "glfw")
 INSTALL_HINTS = {
@@ -16,7 +17,10 @@ INSTALL_HINTS = {
     "osmesa": "apt-get install libosmesa6",
     "glfw": "a display (X server or Xvfb) and apt-get install libglfw3",
 }
-_PROBE = "from dm_control import _render; r = _render.Renderer(max_width=16, max_height=16); r.free()"
+# A whole render, not only a context: with no display GLFW "creates" a context and fails later,
+# when MuJoCo's rendering context is built.
+_PROBE = ("import mujoco; m = mujoco.MjModel.from_xml_string('<mujoco/>'); r = mujoco.Renderer(m, 16, 16); "
+          "r.update_scene(mujoco.MjData(m)); r.render(); r.close()")
 
 
 class RenderingBackendError(RuntimeError):
@@ -24,6 +28,10 @@ class RenderingBackendError(RuntimeError):
 
 
 def set_default_backend() -> None:
+    if "MUJOCO_GL" not in os.environ and "mujoco" in sys.modules:
+        warnings.warn("mujoco was imported before crl.envs and chose its GL back end without MUJOCO_GL; "
+                      "set MUJOCO_GL=egl in the shell (or import crl.envs first) for headless rendering",
+                      RuntimeWarning, stacklevel=2)
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
@@ -62,12 +70,20 @@ def ensure_rendering_backend() -> None:
         return
     chosen = os.environ.get("MUJOCO_GL", "egl")
     try:
-        from dm_control import _render
-
-        _render.Renderer(max_width=16, max_height=16).free()
+        exec(_PROBE, {})  # noqa: S102 - our own constant: one 16x16 render in this process
     except Exception as error:  # noqa: BLE001 - any failure here means no usable GL context
         raise RenderingBackendError(explain_failure(chosen, f"{type(error).__name__}: {error}")) from error
     _checked = True
+
+
+def explained(render):
+    """`render()`, with a failure explained as `ensure_rendering_backend` does (for envs that
+    render through gymnasium's MuJoCo renderer: mazes, Fetch)."""
+    try:
+        return render()
+    except Exception as error:  # noqa: BLE001 - a GL failure surfaces as many exception types
+        chosen = os.environ.get("MUJOCO_GL", "egl")
+        raise RenderingBackendError(explain_failure(chosen, f"{type(error).__name__}: {error}")) from error
 
 
 def explain_failure(chosen: str, reason: str) -> str:
@@ -75,13 +91,17 @@ def explain_failure(chosen: str, reason: str) -> str:
              "Tried each back end in a fresh process:"]
     working = []
     for backend in BACKENDS:
-        result = reason if backend == chosen else _probe(backend)
+        result = _probe(backend)
         lines.append(f"  MUJOCO_GL={backend}: {'works' if result is None else 'fails: ' + result}")
         if result is None:
             working.append(backend)
         else:
             lines.append(f"    to fix: {INSTALL_HINTS[backend]}")
-    if working:
+    if chosen in working:
+        lines.append(f"MUJOCO_GL={chosen} works in a fresh process: here mujoco was imported (and chose its back "
+                     f"end) before MUJOCO_GL={chosen} was set. Set MUJOCO_GL={chosen} in the shell, or import "
+                     "crl.envs before mujoco, gymnasium_robotics or dm_control.")
+    elif working:
         lines.append(f"Set MUJOCO_GL={working[0]} before starting Python.")
     else:
         lines.append("No back end works here; install one of the above (egl is the usual choice).")

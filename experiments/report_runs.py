@@ -64,7 +64,9 @@ def main() -> None:
     rows = [row for run in args.runs for row in run_rows(run, args.metric, args.x)]
     png = args.png.resolve().relative_to(ROOT) if args.png.resolve().is_relative_to(ROOT) else args.png
     body = "\n".join([
-        f"Command: `{note_elided(command_line(), args.note)}`", "", machine_line(), args.note, "",
+        f"Command: `{note_elided(command_line(), args.note)}`", "",
+        # the runs may have trained elsewhere: the note says where; this is the reporting machine
+        "Report written on: " + machine_line().removeprefix("Machine: "), args.note, "",
         f"| run | visuals | best eval {args.metric} | eval {args.metric} @ {args.x} (wall time) |",
         "|---|---|---:|---|", *rows, "", f"![curves]({png})"])
     print(body)

@@ -99,6 +99,12 @@ def test_planner_is_only_for_mazes_and_policies_are_checked():
         collect(UMAZE, "no-such-policy", 1, progress=False)
     with pytest.raises(ValueError, match="style"):
         collect(UMAZE, "random", 1, style="play", progress=False)
+    with pytest.raises(ValueError, match="style"):  # the pixel maze has styles too
+        collect("maze-pixels:PointMaze_UMaze-v3", "random", 1, style="play", progress=False)
+    with pytest.raises(ValueError, match="'random' policy takes no noise"):
+        collect(UMAZE, "random", 1, noise=0.3, progress=False)
+    with pytest.raises(ValueError, match="max_episode_steps 1000 is above maze:PointMaze_UMaze-v3's own limit of 300"):
+        collect(UMAZE, "random", 1, max_episode_steps=1000, progress=False)
 
 
 # ---------------------------------------------------------------------------------- styles
@@ -122,6 +128,15 @@ def test_diverse_varies_goals_and_starts_fixed_goal_keeps_the_goal():
     pinned = collect(UMAZE, "planner", 3, style="fixed-goal", start_cell=(1, 1), max_episode_steps=5,
                      progress=False)
     assert {cell(env, e.observations["achieved_goal"][0]) for e in pinned.episodes} == {(1, 1)}
+    with pytest.raises(ValueError, match=r"start_cell \(3, 1\) is the goal cell"):
+        collect(UMAZE, "planner", 1, style="fixed-goal", start_cell=(3, 1), progress=False)
+    rng = np.random.default_rng(0)  # a pinned start is never drawn as a diverse goal
+    assert all(episode_cells(env.unwrapped.maze.maze_map, "diverse", rng, start_cell=(1, 1))["goal_cell"] != (1, 1)
+               for _ in range(50))
+
+    pixels = collect("maze-pixels:PointMaze_UMaze-v3", "random", 2, style="fixed-goal", max_episode_steps=2,
+                     progress=False)
+    assert pixels.metadata["style"] == "fixed-goal" and pixels.metadata["goal_cells"] == [[3, 1], [3, 1]]
 
 
 # ---------------------------------------------------------------------------------- collect
@@ -144,9 +159,12 @@ def assert_same(a, b):
 def test_collection_reproduces_bit_for_bit():
     first = collect(UMAZE, "planner", 2, seed=5, max_episode_steps=40, progress=False)
     assert_same(first, collect(UMAZE, "planner", 2, seed=5, max_episode_steps=40, progress=False))
-    # episode k depends on seed + k only, so it can be regenerated alone
-    assert_same(type(first)(episodes=first.episodes[1:], env_id=None, metadata={}, source=""),
-                collect(UMAZE, "planner", 1, seed=6, max_episode_steps=40, progress=False))
+    # episode k depends on (seed, k) only, so it can be regenerated alone
+    second = type(first)(episodes=first.episodes[1:], env_id=None, metadata={}, source="")
+    assert_same(second, collect(UMAZE, "planner", 1, seed=5, first_episode=1, max_episode_steps=40, progress=False))
+    # and the next dataset seed does not repeat it (seed + k would have: seeds 5 and 6 shared it)
+    shifted = collect(UMAZE, "planner", 1, seed=6, max_episode_steps=40, progress=False)
+    assert not np.array_equal(second.episodes[0].actions, shifted.episodes[0].actions)
     other = collect(UMAZE, "planner", 2, seed=7, max_episode_steps=40, progress=False)
     assert not np.array_equal(first.episodes[0].actions, other.episodes[0].actions)
     random_a = collect(UMAZE, "random", 1, seed=1, max_episode_steps=20, progress=False)
@@ -211,6 +229,7 @@ def test_collect_from_a_checkpoint(tiny_run):
     noisy = collect(None, tiny_run, 1, seed=3, noise=0.3, progress=False)
     assert not np.array_equal(noisy.episodes[0].actions, data.episodes[0].actions)
     assert noisy.metadata["noise"] == 0.3
+    assert data.metadata["checkpoint_frames"] == 1200 and data.metadata["checkpoint_updates"] > 0
     with pytest.raises(ValueError, match="trained on"):
         collect("dmc-state:cartpole-swingup", tiny_run, 1, progress=False)
 

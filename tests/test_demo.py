@@ -29,6 +29,15 @@ def test_demo_writes_curve_video_and_scores(tmp_path, capsys, which):
     assert again["agent"]["frames"] == 1_000
 
 
+def test_demo_never_replaces_a_run_it_did_not_make(tmp_path):
+    other = tmp_path / "my_run"
+    other.mkdir()
+    (other / "config.yaml").write_text("agent: drq\n")
+    with pytest.raises(FileExistsError, match="holds a run that `crl demo` did not make"):
+        run_demo(other, which="states", frames=1_000)
+    assert (other / "config.yaml").read_text() == "agent: drq\n"
+
+
 @pytest.mark.parametrize("bf16_speedup", [2.5, 0.7])
 def test_pixel_demo_warns_where_its_convs_run_in_fp32(monkeypatch, bf16_speedup):
     import torch
