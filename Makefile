@@ -9,11 +9,11 @@ export MUJOCO_GL ?= egl
 
 install: $(STAMP)
 
+# torch: the CPU build, from a local wheel or index that has it, else PyTorch's CPU index (PyPI's
+# torch==2.13.0 for Linux is the CUDA build with its multi-GB nvidia-* dependencies).
 $(STAMP): pyproject.toml constraints.txt scripts/system-deps.sh
 	bash scripts/system-deps.sh
 	test -x $(PY) || python3 -m venv $(VENV)
-	# the CPU build: a local wheel or index that has it, else PyTorch's CPU index (PyPI's
-	# torch==2.13.0 for Linux is the CUDA build with its multi-GB nvidia-* dependencies)
 	$(PIP) install torch==2.13.0+cpu || $(PIP) install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	touch $@
