@@ -166,6 +166,8 @@ class Policy:
 def make_callback(run, logger: Logger, evaluate_and_log, progress: Progress):
     from stable_baselines3.common.callbacks import BaseCallback
 
+    from crl.train import episode_stats
+
     class Loop(BaseCallback):
         """Counts frames, logs finished episodes, evaluates on the run's cadence, stops at the budget."""
 
@@ -182,9 +184,9 @@ def make_callback(run, logger: Logger, evaluate_and_log, progress: Progress):
             info, done = self.locals["infos"][0], bool(self.locals["dones"][0])
             self.frames = int(info["frames"])
             self.episode_return += info.get("raw_reward", float(self.locals["rewards"][0]))
-            if done:
+            episode = episode_stats(info, self.episode_return) if done else None  # None: a life lost, the game goes on
+            if episode is not None:
                 fps = (self.frames - self.clock_frames) / max(time.time() - self.clock, 1e-9)
-                episode = {"episode_return": float(info.get("game_score", self.episode_return))}
                 logger.log("train", self.counters(), episode | train_metrics(self.model) | {"fps": fps})
                 self.episode_return = 0.0
             if self.frames >= self.next_eval:

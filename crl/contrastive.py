@@ -61,12 +61,14 @@ def neg_sq_l2_energy(x: Tensor, y: Tensor) -> Tensor:
 
 
 def neg_l2_energy(x: Tensor, y: Tensor, eps: float = 1e-12) -> Tensor:
-    """l_ij = -|x_i - y_j|
+    """l_ij = -sqrt(|x_i - y_j|^2 + eps)
 
-    The squared distance is clamped at `eps` before the square root: the gradient of sqrt is
-    infinite at 0 (x_i == y_j, e.g. a positive pair of identical inputs), which would give NaN.
+    `eps` keeps the gradient finite at x_i == y_j (sqrt's is infinite at 0, which would give NaN)
+    and, unlike clamping the squared distance at eps, nonzero below it: gcrl's near-zero last
+    layer starts every distance ~1e-12, where a clamp passed no gradient and the critic never
+    moved from log 2.
     """
-    return -(-neg_sq_l2_energy(x, y)).clamp_min(eps).sqrt()
+    return -(-neg_sq_l2_energy(x, y) + eps).sqrt()
 
 
 class Bilinear(nn.Module):

@@ -348,8 +348,9 @@ class OnlineTrainer:
         try:
             while self.counters["frames"] < run.frames:
                 obs, done_metrics = self.step(obs)
-                if self.update_due():
-                    metrics = self.update_round() or metrics
+                for _ in range(self.update_rounds_due()):
+                    # merged: an actor metric logged every k-th update stays in every train row
+                    metrics = metrics | self.update_round()
                 for episode in done_metrics:
                     elapsed = max(time.time() - fps_clock, 1e-9)
                     fps = (self.counters["frames"] - fps_frames) / elapsed
@@ -370,17 +371,24 @@ class OnlineTrainer:
         return self.last_eval
 
     def begin(self):
-        """Resets the envs (seeded by the frame count, so a resumed run starts a new episode) and
-        stores their first observations; returns them."""
-        obs, _ = self.env.reset(seed=self.run.seed + self.counters["frames"])
+        """Resets the envs and stores their first observations; returns them. A fresh run resets
+        with its seed; a resumed one with a hash of (seed, frames), so it starts a new episode and
+        never on an evaluation seed (seed + 10000 + k: seed + frames was one at 10000 frames)."""
+        frames = self.counters["frames"]
+        seed = self.run.seed if frames == 0 else int(np.random.SeedSequence([self.run.seed, frames]).generate_state(1)[0])
+        obs, _ = self.env.reset(seed=seed)
         for i in range(self.run.num_envs):
             self.replay.add_first(take(obs, i), stream=i)
         return obs
 
-    def update_due(self) -> bool:
-        """After the seed frames, an update round every `update_every` agent steps."""
-        return (self.counters["frames"] >= self.run.seed_frames
-                and self.counters["agent_steps"] % self.run.update_every < self.run.num_envs)
+    def update_rounds_due(self) -> int:
+        """After the seed frames, an update round every `update_every` agent steps (summed over
+        envs): the multiples of update_every that the last vector step of num_envs agent steps
+        passed (2 rounds for 2 envs at update_every 1, 1 at update_every 2)."""
+        if self.counters["frames"] < self.run.seed_frames:
+            return 0
+        steps, every = self.counters["agent_steps"], self.run.update_every
+        return steps // every - (steps - self.run.num_envs) // every
 
     def update_round(self) -> dict[str, float]:
         """`updates_per_round` updates; none while the replay cannot serve the agent's batch yet
@@ -445,16 +453,21 @@ def step_frames(info: dict, done: np.ndarray) -> int:
 
 
 def finished_episode(final_info: dict, i: int, running_return: float) -> dict[str, float] | None:
-    """Train-log stats of env i's finished episode (Atari: the whole game's raw score, logged once
-    per game; None for a lost life that ends the agent's episode while the game goes on)."""
-    def has(key):
-        return key in final_info and final_info[f"_{key}"][i]
+    """`episode_stats` of env i of a vector env's `final_info`."""
+    info = {k: final_info[k][i] for k in ("lives", "game_score", "success")
+            if k in final_info and final_info[f"_{k}"][i]}
+    return episode_stats(info, running_return)
 
-    if has("lives") and not has("game_score"):  # terminal on life loss: envs/atari.py's GameScore
+
+def episode_stats(info: dict, running_return: float) -> dict[str, float] | None:
+    """Train-log stats of a finished episode from its last info (Atari: the whole game's raw
+    score, logged once per game; None for a lost life that ends the agent's episode while the
+    game goes on)."""
+    if "lives" in info and "game_score" not in info:  # terminal on life loss: envs/atari.py's GameScore
         return None
-    stats = {"episode_return": float(final_info["game_score"][i]) if has("game_score") else float(running_return)}
-    if has("success"):
-        stats["success"] = float(final_info["success"][i])
+    stats = {"episode_return": float(info.get("game_score", running_return))}
+    if "success" in info:
+        stats["success"] = float(info["success"])
     return stats
 
 

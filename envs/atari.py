@@ -31,6 +31,11 @@ FRAME_SKIP = 4
 MAX_EPISODE_FRAMES = 108_000
 
 
+# Games whose minimal action set does not start with NOOP: the protocol's no-op starts (and
+# gymnasium's AtariPreprocessing with noop_max > 0) cannot be played there.
+NO_NOOP_GAMES = ("Backgammon", "VideoCheckers")
+
+
 def all_games() -> list[str]:
     import ale_py
 
@@ -39,6 +44,7 @@ def all_games() -> list[str]:
         name[len("ALE/"):-len("-v5")]
         for name in gym.registry
         if name.startswith("ALE/") and name.endswith("-v5") and "-ram" not in name
+        and name[len("ALE/"):-len("-v5")] not in NO_NOOP_GAMES
     )
 
 
@@ -93,9 +99,10 @@ def make_atari(
     screen_size: int = 84,
     max_episode_frames: int = MAX_EPISODE_FRAMES,
     repeat_action_probability: float = 0.0,
-    render_mode: str | None = None,
+    render_mode: str | None = "rgb_array",
 ) -> gym.Env:
-    """One game, observations uint8 (1, 84, 84) per agent step before frame stacking."""
+    """One game, observations uint8 (1, 84, 84) per agent step before frame stacking; render()
+    gives the full-colour screen (evaluation videos), drawn only when asked for."""
     import ale_py
 
     gym.register_envs(ale_py)

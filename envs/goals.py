@@ -23,6 +23,12 @@ GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 
 
 def _register() -> None:
+    try:  # its import prints a notice about Adroit hand rewards to stderr on every command; no crl env is one
+        from farama_notifications import notifications
+
+        notifications.pop("gymnasium_robotics", None)
+    except ImportError:
+        pass
     import gymnasium_robotics
 
     gym.register_envs(gymnasium_robotics)

@@ -74,7 +74,7 @@ def timed_loop(trainer: train.OnlineTrainer, seconds: float) -> dict[str, float]
         start = time.perf_counter()
         while time.perf_counter() - start < duration:
             obs, _ = trainer.step(obs)
-            if trainer.update_due():
+            for _ in range(trainer.update_rounds_due()):
                 t = time.perf_counter()
                 trainer.update_round()
                 update_time += time.perf_counter() - t

@@ -122,6 +122,14 @@ def test_l2_energies_keep_close_pairs_of_large_vectors_in_float32():
     np.testing.assert_allclose(xs.grad.norm(dim=1).numpy(), np.ones(8), rtol=1e-2)  # d|x - y|/dx is a unit vector
 
 
+def test_l2_energy_has_a_gradient_at_tiny_distances():
+    # gcrl's near-zero last layer (scale 1e-12) starts all representations ~1e-12 apart
+    x = (torch.randn(4, 3) * 1e-12).requires_grad_()
+    y = torch.randn(4, 3) * 1e-12
+    torch.nn.functional.cross_entropy(C.neg_l2_energy(x, y), torch.arange(4)).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
 def test_l2_energy_finite_gradient_at_identical_inputs():
     x = torch.randn(4, 3, requires_grad=True)
     l = C.neg_l2_energy(x, x)

@@ -65,6 +65,20 @@ def test_stack_and_action_space():
     assert env.unwrapped.ale.getFloat("repeat_action_probability") == 0.0
 
 
+def test_evaluation_videos_get_the_colour_screen(tmp_path):
+    from crl.train import evaluate
+
+    class Noop:
+        def act(self, obs, explore):
+            return np.zeros(1, np.int64)
+
+    env = envs.make("atari:Pong", max_episode_frames=400)
+    env.reset(seed=0)
+    assert env.render().shape == (210, 160, 3)
+    evaluate(Noop(), env, episodes=1, seed=0, video_path=tmp_path / "pong.mp4")
+    assert (tmp_path / "pong.mp4").stat().st_size > 0
+
+
 def test_life_loss_ends_episode_but_not_game():
     env = envs.make("atari:Breakout", terminal_on_life_loss=True)
     env.reset(seed=0)
@@ -116,3 +130,35 @@ def test_the_train_log_gets_one_row_per_game_not_per_life():
     env.close()
     assert lives_ended == 4  # Breakout's five lives: four end the agent's episode, the fifth the game
     assert rows == [{"episode_return": score}]  # the whole game's score, once
+
+
+def test_sb3_dqn_logs_one_row_per_game_too(tmp_path):
+    from crl.cli import main
+
+    # random play (no learning before seed_frames) over several Breakout games of five lives each
+    run_dir = tmp_path / "dqn"
+    assert main(["train", "sb3-dqn", "--env", "atari:Breakout", "--frames", "8000", "--logdir", str(run_dir),
+                 "--set", "seed_frames=8000", "eval_every_frames=8000", "eval_episodes=1", "buffer_size=100",
+                 "features_dim=16"]) == 0
+    import pandas as pd
+
+    rows = pd.read_csv(run_dir / "train.csv")
+    # this seed's random play finishes 10 games of 5 lives (51 rows when each lost life was one);
+    # a random game lasts 100+ agent steps, and its score is a whole number of bricks
+    assert len(rows) == 10 and (rows.frames.diff().dropna() > 400).all()
+    assert (rows.episode_return == rows.episode_return.round()).all()
+
+
+def test_games_without_a_noop_action_are_left_out():
+    import ale_py
+
+    from crl.envs.atari import NO_NOOP_GAMES
+
+    gym.register_envs(ale_py)
+    without_noop = []
+    for game in sorted(all_games()) + list(NO_NOOP_GAMES):
+        env = gym.make(f"ALE/{game}-v5", full_action_space=False)
+        if env.unwrapped.get_action_meanings()[0] != "NOOP":
+            without_noop.append(game)
+        env.close()
+    assert without_noop == list(NO_NOOP_GAMES)  # none listed, and the list is exactly them

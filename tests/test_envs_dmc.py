@@ -174,3 +174,11 @@ def test_standard_renders_match_the_suites_own(domain, task):
         np.testing.assert_array_equal(exact, frame)
         changed.append((np.abs(obs - frame).max(axis=0) > 0).mean())
     assert max(changed) < 0.003  # under 0.3% of the pixels (21 of 7056); a 256 map changes 0.4%
+
+
+def test_unbounded_lqr_is_not_offered():
+    assert not [i for i in envs.all_env_ids() if "lqr" in i]
+    with pytest.raises(ValueError, match="unknown dmc-state environment 'lqr-lqr_2_1'"):
+        envs.check_env_id("dmc-state:lqr-lqr_2_1")
+    with pytest.raises(ValueError, match=r"lqr-lqr_2_1's actions are unbounded \(bounds -1e\+10..1e\+10\)"):
+        DMCEnv("lqr", "lqr_2_1", pixels=False)

@@ -6,6 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -44,6 +45,9 @@ def test_run_writes_logs_counters_and_checkpoints(tmp_path):
     train_rows = pd.read_csv(tmp_path / "run" / "train.csv")
     assert list(train_rows.frames) == [1000 * k for k in range(1, 7)]
     assert {"episode_return", "critic_loss", "actor_loss", "alpha", "fps"} <= set(train_rows.columns)
+    # every row after learning starts carries the actor's latest metrics (the actor updates every
+    # 2nd update; a row holding only the last update's would lack them half the time)
+    assert train_rows[train_rows.updates > 0][["critic_loss", "actor_loss", "alpha"]].notna().all().all()
     assert result["frames"] == 6000
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert names == [f"ckpt_{f:012d}.pt" for f in (2000, 4000, 6000)]
@@ -189,10 +193,13 @@ def test_offline_resume_refuses_another_config_or_agents_checkpoint(tmp_path):
 
 
 def test_two_async_envs_count_frames_and_steps(tmp_path):
-    run, agent = configs(frames=4000, num_envs=2, checkpoint_every_frames=0)
+    run, agent = configs(frames=4000, num_envs=2, checkpoint_every_frames=0, update_every=1)
     train.train("sac", run, agent, tmp_path / "vec")
     rows = pd.read_csv(tmp_path / "vec" / "eval.csv")
     assert list(rows.frames) == [2000, 4000] and list(rows.agent_steps) == [250, 500]
+    # update_every counts agent steps summed over envs: 2 updates per vector step of 2 envs, from
+    # the vector step whose frames (16 per step) reach the 1000 seed frames (step 63) to step 250
+    assert rows.updates.iloc[-1] == 2 * (250 - 63 + 1)
     assert len(pd.read_csv(tmp_path / "vec" / "train.csv")) == 4  # 2 episodes per env
 
 
@@ -473,3 +480,23 @@ def test_checkpoints_carry_every_gpus_generator_when_cuda_is_in_use(monkeypatch)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # another machine: the CPU state only
     train.restore_torch_rng_states(states)
     assert len(restored) == 1
+
+
+def test_a_resumed_run_never_resets_on_an_evaluation_seed():
+    from types import SimpleNamespace
+
+    seeds = []
+
+    class Env:
+        def reset(self, seed):
+            seeds.append(seed)
+            return np.zeros((1, 3)), {}
+
+    trainer = SimpleNamespace(env=Env(), run=SimpleNamespace(seed=5, num_envs=1),
+                              replay=SimpleNamespace(add_first=lambda obs, stream: None))
+    for frames in (0, 10_000, 10_001):
+        trainer.counters = {"frames": frames}
+        train.OnlineTrainer.begin(trainer)
+    assert seeds[0] == 5  # a fresh run: its own seed
+    evaluation_seeds = set(range(5 + 10_000, 5 + 10_000 + 100)) | set(range(5 + 20_000, 5 + 20_000 + 100))
+    assert not evaluation_seeds & set(seeds[1:]) and len(set(seeds)) == 3
