@@ -45,6 +45,7 @@ class Config:
     loss: str = "nce"  # nce | infonce (+ logsumexp^2 penalty) | infonce_symmetric
     logsumexp_coef: float = 0.01  # InfoNCE only
     energy: str = "dot"  # dot | cosine | neg_l2 | neg_sq_l2 | bilinear
+    cosine_temperature: float = 0.1  # energy="cosine" only: l_ij = cos(phi_i, psi_j) / temperature
     twin: bool = True
     actor_goals: str = "both"  # future | random | both (the released code's random_goals 0 / 1 / 0.5)
     bc_coef: float = 0.0  # offline: 0.05, on the rows whose goal is the transition's own future
@@ -93,6 +94,8 @@ class Agent(Checkpointable):
         self.critic = ContrastiveCritic(state_dim + self.action_dim, goal_dim, config.hidden_dims,
                                         config.repr_dim, ensemble=2 if config.twin else 1,
                                         energy=config.energy, layer_norm=config.layer_norm,
+                                        energy_kwargs={"temperature": config.cosine_temperature}
+                                        if config.energy == "cosine" else None,
                                         last_layer_scale=config.last_layer_scale)
         self.actor = TanhGaussianActor(state_dim + goal_dim, self.action_dim, config.hidden_dims,
                                        layer_norm=config.layer_norm, init="xavier_uniform")

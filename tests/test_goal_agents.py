@@ -66,6 +66,14 @@ def test_critic_matrix_has_each_rows_own_goal_on_the_diagonal(energy):
         torch.testing.assert_close(logits, phi @ psi.transpose(-1, -2))
 
 
+def test_gcrl_cosine_temperature_scales_the_logits():
+    x, g = torch.randn(5, STATE + ACTION), torch.randn(5, GOAL)
+    logits = {t: make(gcrl, energy="cosine", cosine_temperature=t, last_layer_scale=None).critic(x, g)
+              for t in (0.1, 0.5)}
+    torch.testing.assert_close(logits[0.5], logits[0.1] * 0.2)  # the same init (seed 0), 1/t apart
+    assert logits[0.1].abs().max() <= 10 + 1e-5  # |cos| <= 1 at the default temperature 0.1
+
+
 def test_near_zero_last_layer_starts_all_logits_near_zero():
     torch.manual_seed(0)
     critic = C.ContrastiveCritic(6, GOAL, (64, 64), 16, last_layer_scale=1e-12)
