@@ -249,9 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         # goes) are printed plainly, not as a traceback.
         print(f"crl: error: {error}", file=sys.stderr)
         return 2
-    except MemoryError:  # e.g. a replay_capacity the machine cannot hold
-        print("crl: error: out of memory; a smaller replay_capacity (or batch_size, num_envs) needs less",
-              file=sys.stderr)
+    except MemoryError as error:  # e.g. a replay_capacity or a dataset the machine cannot hold
+        detail = f" ({error})" if str(error) else ""
+        print(f"crl: error: out of memory{detail}; a training run needs less with a smaller replay_capacity, "
+              "batch_size or num_envs", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # no traceback for Ctrl-C; 130 as a shell reports it
         print(f"crl: {interrupt or 'interrupted'}", file=sys.stderr)

@@ -66,10 +66,15 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
             converted = annotation(value)
         except (TypeError, ValueError):
             raise ConfigError(f"field {name!r} expects {annotation.__name__}, got {_shown(value)}") from None
-        if annotation is float and not math.isfinite(converted):
+        if annotation is float and (math.isnan(converted) or (math.isinf(converted) and not _may_be_infinite(name))):
             raise ConfigError(f"field {name!r} must be a finite number, got {_shown(value)}")
         return converted
     return value
+
+
+def _may_be_infinite(name: str) -> bool:
+    """Clipping thresholds: inf is the natural way to turn them off (max_grad_norm=inf)."""
+    return "clip" in name or name.endswith("_norm")
 
 
 def _items(value: Any, name: str) -> list:

@@ -507,7 +507,7 @@ def _d4rl_columns(arrays: dict, where: str, metadata: dict, ignored: list) -> _D
         timeouts = np.zeros(n, bool)
         metadata["timeouts_absent"] = True
         if next_obs is not None:
-            _cut_at_unflagged_resets(observations, next_obs, timeouts, metadata)
+            _cut_at_unflagged_resets(observations, next_obs, timeouts, terminals, metadata)
     infos = {k[len("infos/"):]: v for k, v in arrays.items() if k.startswith("infos/")}
     known = set(core) | {"observations"} | {f"infos/{k}" for k in infos}
     ignored.extend(sorted(k for k in arrays if k not in known))
@@ -522,12 +522,14 @@ def _d4rl_columns(arrays: dict, where: str, metadata: dict, ignored: list) -> _D
 
 
 def _cut_at_unflagged_resets(observations: np.ndarray, next_obs: np.ndarray, timeouts: np.ndarray,
-                             metadata: dict) -> None:
+                             terminals: np.ndarray, metadata: dict) -> None:
     """Without ``timeouts``, a row whose next observation is not the following row's observation
-    ends an episode (a reset the file did not flag); such rows are marked as timeouts. D4RL's own
+    ends an episode (a reset the file did not flag); such rows are marked as timeouts, unless a
+    terminal already flags them (a reset always follows a terminal). D4RL's own
     ``qlearning_dataset`` cuts such files at the env's step limit instead, which a file alone
     does not give."""
     gaps = np.any((next_obs[:-1] != observations[1:]).reshape(len(observations) - 1, -1), axis=1)
+    gaps &= ~terminals[:-1]
     timeouts[:-1] |= gaps
     metadata["cut_at_observation_gaps"] = int(gaps.sum())
 

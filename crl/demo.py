@@ -84,6 +84,9 @@ def run_demo(logdir: str | Path = "runs/demo", seed: int = 0, which: str = "pixe
             raise FileExistsError(f"{logdir} holds a run that `crl demo` did not make; the demo replaces only its "
                                   "own earlier run: choose another --logdir")
         shutil.rmtree(logdir)  # the demo's own previous run
+    elif logdir.is_dir() and any(logdir.iterdir()) and not (logdir / DEMO_MARKER).exists():
+        raise FileExistsError(f"{logdir} is a folder with other files in it; the demo writes into a new or empty "
+                              "one (a later demo run replaces it): choose another --logdir")
     logdir.mkdir(parents=True, exist_ok=True)
     (logdir / DEMO_MARKER).write_text(f"made by `crl demo` ({which}); the next demo run replaces this directory\n")
     start = time.time()

@@ -59,8 +59,10 @@ def check_collect_options(out: str | None, minari_id: str | None, seed: int, noi
                          "and `crl offline train` recognise it)")
     if minari_id is not None and not datasets.MINARI_ID.fullmatch(minari_id):
         raise ValueError(f"--minari-id {minari_id!r} is not a Minari id: NAMESPACE/NAME-vN or NAME-vN")
-    if not 0 <= seed <= 2**31 - 1:
-        raise ValueError(f"--seed must be in 0..{2**31 - 1}, got {seed}")
+    from crl.train import MAX_SEED
+
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
     if noise is not None and not (noise >= 0 and np.isfinite(noise)):
         raise ValueError(f"--noise must be >= 0 (the std of the Gaussian action noise), got {noise}")
     if max_episode_steps is not None and max_episode_steps < 1:

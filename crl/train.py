@@ -119,7 +119,7 @@ def check_agent_values(agent_name: str, agent_config) -> None:
             raise ConfigError(f"{agent_name} config field 'hidden_dims' needs at least one layer, got none")
         if (bounds := agent_value_bounds(name)) is not None and isinstance(value, float):
             low, high, shown = bounds
-            if not (low < value <= high):
+            if not ((low <= value) if shown.startswith("[") else (low < value)) or not value <= high:
                 raise ConfigError(f"{agent_name} config field {name!r} must be in {shown}, got {value!r}")
     precision = getattr(agent_config, "precision", "float32")
     if precision not in PRECISIONS:
@@ -128,12 +128,16 @@ def check_agent_values(agent_name: str, agent_config) -> None:
 
 
 def agent_value_bounds(name: str) -> tuple[float, float, str] | None:
-    """(low, high, text) with low < value <= high for the fields whose range every paper shares:
-    learning rates, Adam's epsilon and the initial temperature positive; discounts and Polyak
-    rates in (0, 1]."""
-    if name in ("lr", "learning_rate", "adam_eps", "init_temperature") or name.endswith("_lr"):
+    """(low, high, interval) for the fields whose range every paper shares: the main learning
+    rate, Adam's epsilon and temperatures positive; other learning rates >= 0 (alpha_lr=0 fixes
+    SAC's temperature); discounts in [0, 1]; Polyak rates in (0, 1]."""
+    if name in ("lr", "learning_rate", "adam_eps") or name.endswith("temperature"):
         return 0.0, math.inf, "(0, inf)"
-    if name in ("gamma", "tau") or name.endswith("_tau"):
+    if name.endswith("_lr"):
+        return 0.0, math.inf, "[0, inf)"
+    if name == "gamma":
+        return 0.0, 1.0, "[0, 1]"
+    if name == "tau" or name.endswith("_tau"):
         return 0.0, 1.0, "(0, 1]"
     return None
 
@@ -375,7 +379,7 @@ class OnlineTrainer:
         with its seed; a resumed one with a hash of (seed, frames), so it starts a new episode and
         never on an evaluation seed (seed + 10000 + k: seed + frames was one at 10000 frames)."""
         frames = self.counters["frames"]
-        seed = self.run.seed if frames == 0 else int(np.random.SeedSequence([self.run.seed, frames]).generate_state(1)[0])
+        seed = self.run.seed if frames == 0 else int(np.random.SeedSequence([self.run.seed, frames]).generate_state(1)[0] >> 1)
         obs, _ = self.env.reset(seed=seed)
         for i in range(self.run.num_envs):
             self.replay.add_first(take(obs, i), stream=i)
@@ -538,10 +542,15 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
     recorded_run = (recorded or {}).get("run", {})
     carried = {k: recorded_run[k] for k in RESUMABLE_FIELDS if k in recorded_run and k in payload["config"]["run"]}
     run, agent_config = resumed_configs(agent_name, payload["config"], carried | overrides, manager.loaded_path)
+    commands = resumed_commands(recorded if recorded is not None else payload["config"])  # checked before any env
     trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
-    with restoring(manager.loaded_path):
-        trainer.restore(payload)
-    trainer.commands = resumed_commands(recorded if recorded is not None else payload["config"])
+    try:
+        with restoring(manager.loaded_path):
+            trainer.restore(payload)
+    except BaseException:
+        trainer.close()
+        raise
+    trainer.commands = commands
     if run.frames < trainer.counters["frames"]:
         raise ValueError(f"{manager.loaded_path} is at {trainer.counters['frames']} frames, past --frames "
                          f"{run.frames}: a resume can only go on (evaluate it with `crl eval {manager.loaded_path}`)")
@@ -618,7 +627,7 @@ def restoring(path: Path):
     in one line, not a traceback from deep inside load_state_dict or a generator."""
     try:
         yield
-    except CheckpointError:
+    except (CheckpointError, torch.OutOfMemoryError):  # (a device error is not the file's fault)
         raise
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
         first_line = (str(error).strip().splitlines() or [""])[0][:300]

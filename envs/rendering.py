@@ -82,8 +82,17 @@ def explained(render):
     try:
         return render()
     except Exception as error:  # noqa: BLE001 - a GL failure surfaces as many exception types
+        if not is_gl_failure(error):
+            raise
         chosen = os.environ.get("MUJOCO_GL", "egl")
         raise RenderingBackendError(explain_failure(chosen, f"{type(error).__name__}: {error}")) from error
+
+
+def is_gl_failure(error: Exception) -> bool:
+    """A failure to get an OpenGL context (not, say, a bad camera name)."""
+    text = f"{type(error).__name__}: {error}"
+    return isinstance(error, ImportError) or type(error).__name__ in ("FatalError", "GLError") or any(
+        word in text for word in ("OpenGL", "EGL", "GLFW", "OSMesa", "DISPLAY", "display"))
 
 
 def explain_failure(chosen: str, reason: str) -> str:

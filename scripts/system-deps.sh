@@ -8,7 +8,7 @@ ldconfig -p | grep -q 'libEGL.so.1' || missing+=(libegl1)
 ldconfig -p | grep -q 'libGL.so.1' || missing+=(libgl1)
 ls /usr/lib/*/dri/swrast_dri.so /usr/lib/*/dri/*swrast* >/dev/null 2>&1 || missing+=(libgl1-mesa-dri libegl-mesa0)
 # `python3 -m venv` (the Makefile's first step) needs ensurepip, a separate package on Debian/Ubuntu
-if ! [ -x .venv/bin/python ] && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+if ! [ -x "${VENV:-.venv}/bin/python" ] && ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
   missing+=("python3-venv")
 fi
 python3 -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))' ||
@@ -19,6 +19,6 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
-  echo "warning: missing system libraries for headless MuJoCo rendering: ${missing[*]}" >&2
+  echo "warning: missing system packages (headless MuJoCo rendering, python3 -m venv): ${missing[*]}" >&2
   echo "         install them with: sudo apt-get install ${missing[*]}" >&2
 fi

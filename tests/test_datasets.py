@@ -205,9 +205,12 @@ def test_d4rl_without_timeouts_cuts_where_the_next_observation_is_not_the_next_r
     del arrays["timeouts"]
     arrays["next_observations"] = consecutive_next_observations(arrays["observations"])
     arrays["next_observations"][4] += 0.5
+    arrays["next_observations"][2] += 0.25  # the terminal row's successor is a reset too: already flagged
     data = D.load_d4rl(write_h5(tmp_path / "d.hdf5", arrays))
     assert [ep.num_steps for ep in data.episodes] == [3, 2, 2]
     assert data.metadata["cut_at_observation_gaps"] == 1
+    first = data.episodes[0]  # ends at its terminal row: a termination, not also a truncation
+    assert first.terminations[-1] and not first.truncations.any()
     middle = data.episodes[1]
     assert middle.truncations.tolist() == [False, True] and not middle.terminations.any()
     np.testing.assert_array_equal(middle.observations[-1], arrays["next_observations"][4])

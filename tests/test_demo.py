@@ -36,6 +36,12 @@ def test_demo_never_replaces_a_run_it_did_not_make(tmp_path):
     with pytest.raises(FileExistsError, match="holds a run that `crl demo` did not make"):
         run_demo(other, which="states", frames=1_000)
     assert (other / "config.yaml").read_text() == "agent: drq\n"
+    work = tmp_path / "work"  # a folder of other files: never marked, so never replaced later
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="is a folder with other files in it"):
+        run_demo(work, which="states", frames=1_000)
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.parametrize("bf16_speedup", [2.5, 0.7])

@@ -83,14 +83,14 @@ def test_temperature_loss_against_its_closed_form():
 def test_sac_actor_step_scores_actions_by_the_smaller_q():
     from crl.rl import sac_actor_step
 
-    class TwoHeads(nn.Module):  # Q1 = 5, Q2 = -3 everywhere
+    class TwoHeads(nn.Module):  # rows 0, 2: Q1 = 5, Q2 = -3; rows 1, 3: Q1 = -4, Q2 = 6
         def __init__(self):
             super().__init__()
             self.unused = nn.Parameter(torch.zeros(1))
 
         def forward(self, features, action):
             zeros = action.sum(-1) * 0
-            return zeros + 5.0, zeros - 3.0
+            return zeros + torch.tensor([5.0, -4.0, 5.0, -4.0]), zeros + torch.tensor([-3.0, 6.0, -3.0, 6.0])
 
     torch.manual_seed(0)
     actor, temperature = TanhGaussianActor(3, 2, (8,)), Temperature(0.1, target_entropy=-2.0)
@@ -100,7 +100,7 @@ def test_sac_actor_step_scores_actions_by_the_smaller_q():
     torch.manual_seed(1)
     metrics = sac_actor_step(actor, TwoHeads(), temperature, torch.optim.SGD(actor.parameters(), lr=0.0),
                              torch.optim.SGD(temperature.parameters(), lr=0.0), features, features)
-    expected = (0.1 * log_prob - (-3.0)).mean()
+    expected = (0.1 * log_prob - torch.tensor([-3.0, -4.0, -3.0, -4.0])).mean()
     assert metrics["actor_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 

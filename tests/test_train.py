@@ -357,8 +357,8 @@ def test_cli_refuses_out_of_range_run_values_before_building_anything(tmp_path, 
     ("actor_lr=inf", "field 'actor_lr' must be a finite number, got 'inf'"),
     ("hidden_dims=", "'hidden_dims' needs at least one layer, got none"),
     ("hidden_dims=256,,256", "field 'hidden_dims' has an empty item in '256,,256'"),
-    ("actor_lr=0", "field 'actor_lr' must be in (0, inf), got 0.0"),
-    ("gamma=1.5", "field 'gamma' must be in (0, 1], got 1.5"),
+    ("actor_lr=-1", "field 'actor_lr' must be in [0, inf), got -1.0"),
+    ("gamma=1.5", "field 'gamma' must be in [0, 1], got 1.5"),
     ("critic_tau=0", "field 'critic_tau' must be in (0, 1], got 0.0"),
     ("init_temperature=0", "field 'init_temperature' must be in (0, inf), got 0.0"),
     ("seed=4294957296", "'seed' must be at most 2147483647 (2**31 - 1)"),
@@ -371,6 +371,18 @@ def test_cli_refuses_values_no_run_can_use_naming_the_field(setting, says, tmp_p
     assert says in error and len(error) < 400 and not logdir.exists()
 
 
+def test_values_that_turn_a_feature_off_are_accepted():
+    # inf switches clipping off, alpha_lr=0 fixes SAC's temperature, gamma=0 is a one-step target
+    _, agent = train.build_configs("drq-eps", None, {"env": "atari:Pong", "max_grad_norm": "inf"})
+    assert agent.max_grad_norm == float("inf")
+    _, agent = train.build_configs("sac", None, {"env": ENV, "alpha_lr": "0", "gamma": "0"})
+    assert (agent.alpha_lr, agent.gamma) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="field 'max_grad_norm' must be a finite number, got 'nan'"):
+        train.build_configs("drq-eps", None, {"env": "atari:Pong", "max_grad_norm": "nan"})
+    with pytest.raises(ValueError, match=r"field 'lr' must be in \(0, inf\), got 0.0"):
+        train.build_configs("drq-eps", None, {"env": "atari:Pong", "lr": "0"})
+
+
 def test_a_replay_the_machine_cannot_hold_is_a_plain_error(tmp_path, monkeypatch, capsys):
     def no_memory(*args, **kwargs):
         raise MemoryError
@@ -378,7 +390,8 @@ def test_a_replay_the_machine_cannot_hold_is_a_plain_error(tmp_path, monkeypatch
     monkeypatch.setattr(train, "EpisodeReplay", no_memory)
     logdir = tmp_path / "run"
     assert main(["train", "sac", "--env", ENV, "--logdir", str(logdir), "--set", "replay_capacity=1000000000000"]) == 2
-    assert "crl: error: out of memory; a smaller replay_capacity" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert error.startswith("crl: error: out of memory") and "smaller replay_capacity" in error
     assert not logdir.exists()
 
 
