@@ -58,7 +58,7 @@ def config_overrides(args: argparse.Namespace, options: tuple[str, ...]) -> dict
         value = getattr(args, name)
         if value is None:
             continue
-        if name in overrides and str(overrides[name]) != str(value):
+        if name in overrides and not same_value(overrides[name], value):
             raise ValueError(f"--{name} {value} and --set {name}={overrides[name]} disagree: give one")
         overrides[name] = value
     return overrides
@@ -228,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
     return parser
+
+
+def same_value(text: str, value) -> bool:
+    """--set's text against an option's value: 1e5 and 100000 are one number."""
+    try:
+        return float(text) == float(value)
+    except (TypeError, ValueError):
+        return str(text) == str(value)
 
 
 def positive_int(text: str) -> int:

@@ -197,7 +197,11 @@ def resumed_offline_configs(run_dir: Path, agent_name: str, preset: str | None, 
         raise CheckpointError(f"checkpoint {manager.loaded_path} holds agent {payload['agent']!r}, not "
                               f"{agent_name!r} (the agent asked for): use another --logdir, or the agent that made it")
     settings = dict(train.agent_module(agent_name).PRESETS[preset]) if preset else {}
-    return train.resumed_configs(agent_name, payload["config"], settings | overrides, manager.loaded_path)
+    # as an online resume: config.yaml's resumable values (an interrupted resume's --updates) carry on
+    recorded = read_config(run_dir).get("run", {}) if (run_dir / "config.yaml").is_file() else {}
+    carried = {k: recorded[k] for k in train.RESUMABLE_FIELDS
+               if isinstance(recorded, dict) and k in recorded and k in payload["config"]["run"]}
+    return train.resumed_configs(agent_name, payload["config"], carried | settings | overrides, manager.loaded_path)
 
 
 def _image_size_of(dataset: datasets.Dataset, overrides: dict[str, Any]) -> dict[str, int]:

@@ -13,7 +13,7 @@ import pytest
 from crl import datasets, offline
 from crl.checkpoint import CheckpointManager
 from crl.cli import main
-from crl.logger import read_config
+from crl.logger import read_config, write_config
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,10 @@ def test_offline_train_resumes_where_it_stopped(maze_file, tmp_path, monkeypatch
     assert main(short + ["--updates", "25", "--set", "video=true"]) == 0
     assert [p.name for p in (tmp_path / "videos").glob("*.mp4")] == ["eval_update_000000000025.mp4"]
     assert read_config(tmp_path)["agent_config"]["hidden_dims"] == [16]
+    # a budget recorded by a resume that stopped before its first checkpoint carries on
+    write_config(tmp_path, read_config(tmp_path) | {"run": read_config(tmp_path)["run"] | {"updates": 30}})
+    assert main(short) == 0
+    assert [int(line.split(",")[2]) for line in (tmp_path / "eval.csv").read_text().splitlines()[1:]][-1] == 30
     capsys.readouterr()
     assert main(short + ["--updates", "30", "--set", "batch_size=64"]) == 2  # not a resumable field
     assert "cannot change batch_size (8 -> 64)" in capsys.readouterr().err

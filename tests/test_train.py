@@ -272,6 +272,9 @@ def test_resume_refuses_a_malformed_resume_record_and_conflicting_budgets(run_co
     assert snapshot(run_copy) == before
     assert main(["train", "sac", "--resume", str(run_copy), "--frames", "3000", "--set", "frames=4000"]) == 2
     assert "--frames 3000 and --set frames=4000 disagree" in capsys.readouterr().err
+    from crl.cli import same_value
+
+    assert same_value("1e5", 100000) and not same_value("1e5", 100001) and same_value("cpu", "cpu")
 
 
 def test_resume_refuses_an_unreadable_log_before_recording_anything(run_copy, capsys):
