@@ -118,6 +118,11 @@ def _replicate_pad(x: Tensor, pad: int) -> Tensor:
     return out
 
 
+def _ranges(a: Tensor, b: Tensor) -> list[int]:
+    """[min a, max a, min b, max b] in one read: on an accelerator each read waits for the queue."""
+    return torch.stack([a.min(), a.max(), b.min(), b.max()]).tolist()
+
+
 def crop(x: Tensor, top: Tensor, left: Tensor, size: int | Sequence[int], *,
          memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
     """Crop each sample ``i`` at its own offset: ``x[i, :, top[i]:top[i]+h, left[i]:left[i]+w]``.
@@ -132,8 +137,8 @@ def crop(x: Tensor, top: Tensor, left: Tensor, size: int | Sequence[int], *,
         raise ValueError(f"crop size {(h, w)} larger than image {(H, W)}")
     top = torch.as_tensor(top, device=x.device).long().reshape(b)
     left = torch.as_tensor(left, device=x.device).long().reshape(b)
-    if b:  # one read of four numbers: on an accelerator each read waits for the queue
-        top_min, top_max, left_min, left_max = torch.stack([top.min(), top.max(), left.min(), left.max()]).tolist()
+    if b:
+        top_min, top_max, left_min, left_max = _ranges(top, left)
         for name, low, high, limit in (("top", top_min, top_max, H - h), ("left", left_min, left_max, W - w)):
             if low < 0 or high > limit:
                 raise ValueError(f"crop {name} offsets must lie in [0, {limit}] for a {(h, w)} crop of "
@@ -151,8 +156,8 @@ def shift(x: Tensor, dy: Tensor, dx: Tensor, pad: int = 4, *,
     b, _, H, W = _check_batch(x)
     dy = torch.as_tensor(dy, device=x.device).long().reshape(b)
     dx = torch.as_tensor(dx, device=x.device).long().reshape(b)
-    if b:  # one read (on an accelerator each read waits for the queue); the random shifts skip it
-        low_y, high_y, low_x, high_x = torch.stack([dy.min(), dy.max(), dx.min(), dx.max()]).tolist()
+    if b:  # the random shifts draw in-range offsets and skip this check
+        low_y, high_y, low_x, high_x = _ranges(dy, dx)
         if min(low_y, low_x) < 0 or max(high_y, high_x) > 2 * pad:
             raise ValueError(f"shift offsets must lie in [0, {2 * pad}] for pad {pad}, got dy "
                              f"{low_y}..{high_y}, dx {low_x}..{high_x}")
@@ -166,7 +171,7 @@ def _shift(x: Tensor, dy: Tensor, dx: Tensor, pad: int, memory_format: torch.mem
         rows = (dy[:, None] + torch.arange(-pad, H - pad, device=x.device)).clamp_(0, H - 1)
         cols = (dx[:, None] + torch.arange(-pad, W - pad, device=x.device)).clamp_(0, W - 1)
         return _gather_rows_cols(x, rows, cols).contiguous(memory_format=memory_format)
-    return crop(_replicate_pad(x, pad), dy, dx, (H, W), memory_format=memory_format)
+    return _windows(_replicate_pad(x, pad), dy, dx, (H, W), memory_format)
 
 
 def random_shift(x: Tensor, pad: int = 4, *, generator: torch.Generator | None = None,

@@ -183,24 +183,21 @@ def check_dataset_fits_env(dataset: datasets.Dataset, spec: str, env_id: str, en
 def resumed_offline_configs(run_dir: Path, agent_name: str, preset: str | None, overrides: dict[str, Any],
                             fresh: tuple[Any, Any]) -> tuple[Any, Any]:
     """A run directory with a checkpoint goes on with the checkpoint's configs: the preset and
-    --set values given again may change only the resumable fields (--updates, evaluation, video),
-    as `crl train --resume` does; `fresh` (the configs from defaults) otherwise."""
+    --set values given again may change only the resumable fields (train.RESUMABLE_FIELDS), as
+    `crl train --resume` does; `fresh` (the configs from defaults) otherwise."""
     from crl import train
-    from crl.checkpoint import CheckpointError, CheckpointManager
+    from crl.checkpoint import CheckpointManager
 
     manager = CheckpointManager(run_dir / "checkpoints")
     if manager.latest() is None:
         return fresh
     payload = manager.load_latest()
     train.check_checkpoint_keys(payload, manager.loaded_path, train.OFFLINE_RESUME_KEYS)
-    if payload["agent"] != agent_name:
-        raise CheckpointError(f"checkpoint {manager.loaded_path} holds agent {payload['agent']!r}, not "
-                              f"{agent_name!r} (the agent asked for): use another --logdir, or the agent that made it")
+    train.check_offline_checkpoint_agent(payload, manager.loaded_path, agent_name)
     settings = dict(train.agent_module(agent_name).PRESETS[preset]) if preset else {}
     # as an online resume: config.yaml's resumable values (an interrupted resume's --updates) carry on
-    recorded = read_config(run_dir).get("run", {}) if (run_dir / "config.yaml").is_file() else {}
-    carried = {k: recorded[k] for k in train.RESUMABLE_FIELDS
-               if isinstance(recorded, dict) and k in recorded and k in payload["config"]["run"]}
+    recorded = read_config(run_dir).get("run") if (run_dir / "config.yaml").is_file() else None
+    carried = train.carried_resumable_fields(recorded, payload["config"]["run"])
     return train.resumed_configs(agent_name, payload["config"], carried | settings | overrides, manager.loaded_path)
 
 
@@ -261,13 +258,9 @@ def train_command(agent_name: str, spec: str, preset: str | None, overrides: dic
     except BaseException:
         env.close()
         raise
-    try:
+    with train.removed_if_left_empty(run_dir, created):  # a start that failed leaves nothing
         result = train.train_offline(agent_name, run, agent_config, replay, run_dir, eval_env=env,
                                      extra_config={"dataset": resolved, "command": train.invoking_command()})
-    except BaseException:
-        if created and run_dir.is_dir() and not any(run_dir.iterdir()):  # a start that failed leaves nothing
-            run_dir.rmdir()
-        raise
     return {"run_dir": str(run_dir), "policy": policy_score(result, dataset), "dataset": dataset_score(dataset)}
 
 

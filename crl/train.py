@@ -484,6 +484,17 @@ def take(obs, i):
     return obs[i]
 
 
+@contextlib.contextmanager
+def removed_if_left_empty(run_dir: Path, created: bool):
+    """On an exception, removes `run_dir` if this command `created` it and nothing was written."""
+    try:
+        yield
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+
+
 def train(agent_name: str, run: RunConfig, agent_config, run_dir: str | Path) -> dict[str, float]:
     """A fresh run in `run_dir` (an error if it already holds checkpoints: use resume)."""
     run_dir = Path(run_dir)
@@ -495,14 +506,10 @@ def train(agent_name: str, run: RunConfig, agent_config, run_dir: str | Path) ->
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     module = agent_module(agent_name)
-    try:
+    with removed_if_left_empty(run_dir, created):  # a start that failed (no ROM, no display) leaves nothing
         if hasattr(module, "train_run"):  # an agent with its own loop (the SB3 baselines)
             return module.train_run(run, agent_config, run_dir)
         trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
-    except BaseException:
-        if created and not any(run_dir.iterdir()):  # a start that failed (no ROM, no display) leaves nothing
-            run_dir.rmdir()
-        raise
     write_config(run_dir, trainer.config_dict())
     try:
         with Logger(run_dir) as logger:
@@ -538,9 +545,7 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
     check_checkpoint_keys(payload, manager.loaded_path, RESUME_KEYS)
     check_checkpoint_fits(payload, manager.loaded_path, agent, recorded, run_dir / "config.yaml")
     agent_name = payload["agent"]
-    # a resume stopped before its first checkpoint recorded its budget only in config.yaml
-    recorded_run = (recorded or {}).get("run", {})
-    carried = {k: recorded_run[k] for k in RESUMABLE_FIELDS if k in recorded_run and k in payload["config"]["run"]}
+    carried = carried_resumable_fields((recorded or {}).get("run"), payload["config"]["run"])
     run, agent_config = resumed_configs(agent_name, payload["config"], carried | overrides, manager.loaded_path)
     commands = resumed_commands(recorded if recorded is not None else payload["config"])  # checked before any env
     trainer = OnlineTrainer(agent_name, run, agent_config, run_dir)
@@ -564,6 +569,14 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
             return trainer.train(logger)
     finally:
         trainer.close()
+
+
+def carried_resumable_fields(recorded_run: Any, saved_run: dict) -> dict[str, Any]:
+    """config.yaml's values of the RESUMABLE_FIELDS (of its "run" mapping): a resume stopped
+    before its first checkpoint recorded its budget there only, so the next resume carries them."""
+    if not isinstance(recorded_run, dict):
+        return {}
+    return {k: recorded_run[k] for k in RESUMABLE_FIELDS if k in recorded_run and k in saved_run}
 
 
 def resumed_commands(earlier: dict) -> dict[str, Any]:
@@ -796,12 +809,16 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
         return result
 
 
-def check_offline_checkpoint_fits(payload: dict, path: Path, agent_name: str, run: RunConfig, agent_config) -> None:
-    """An offline run directory is resumed only by the agent and configs that made it (the
-    RESUMABLE_FIELDS aside): another agent's or config's checkpoint is refused, not trained on."""
+def check_offline_checkpoint_agent(payload: dict, path: Path, agent_name: str) -> None:
     if payload["agent"] != agent_name:
         raise CheckpointError(f"checkpoint {path} holds agent {payload['agent']!r}, not {agent_name!r} (the agent "
                               "asked for): use another --logdir, or the agent that made it")
+
+
+def check_offline_checkpoint_fits(payload: dict, path: Path, agent_name: str, run: RunConfig, agent_config) -> None:
+    """An offline run directory is resumed only by the agent and configs that made it (the
+    RESUMABLE_FIELDS aside): another agent's or config's checkpoint is refused, not trained on."""
+    check_offline_checkpoint_agent(payload, path, agent_name)
     check_saved_config(payload, path, agent_name,
                        {"agent": agent_name, "run": to_dict(run), "agent_config": to_dict(agent_config)})
 
