@@ -267,18 +267,14 @@ def _maze_cells(env, style, episode_seed, goal_cell, start_cell) -> dict:
     return episode_cells(maze_of(env).maze_map, style, rng, goal_cell=goal_cell, start_cell=start_cell)
 
 
-def _hashed_seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
 def _episode_seed(seed: int, k: int) -> int:
     """Episode k's seed: a hash of (seed, k), so nearby dataset seeds give unrelated episodes."""
-    return _hashed_seed(seed, k)
+    return envs.hashed_seed(seed, k)
 
 
 def _seed(episode_seed: int, stream: str) -> int:
     """A seed for one stream of one episode, independent of the env's own (seeded by episode_seed)."""
-    return _hashed_seed(episode_seed, STREAMS[stream])
+    return envs.hashed_seed(episode_seed, STREAMS[stream])
 
 
 def _copy_space(space: gym.Space) -> gym.Space:

@@ -379,7 +379,7 @@ class OnlineTrainer:
         with its seed; a resumed one with a hash of (seed, frames), so it starts a new episode and
         never on an evaluation seed (seed + 10000 + k: seed + frames was one at 10000 frames)."""
         frames = self.counters["frames"]
-        seed = self.run.seed if frames == 0 else int(np.random.SeedSequence([self.run.seed, frames]).generate_state(1)[0] >> 1)
+        seed = self.run.seed if frames == 0 else envs.hashed_seed(self.run.seed, frames) >> 1
         obs, _ = self.env.reset(seed=seed)
         for i in range(self.run.num_envs):
             self.replay.add_first(take(obs, i), stream=i)

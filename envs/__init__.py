@@ -17,6 +17,7 @@ import functools
 from typing import Any, Callable
 
 import gymnasium as gym
+import numpy as np
 
 from crl.envs.rendering import set_default_backend
 
@@ -75,6 +76,12 @@ def check_env_id(env_id: str) -> tuple[str, str]:
             f"unknown {suite} environment {name!r} in {env_id!r}.{hint} `crl list envs` prints all."
         )
     return suite, name
+
+
+def hashed_seed(*parts: int) -> int:
+    """A 32-bit seed hashed from integers (numpy's SeedSequence): nearby inputs give unrelated
+    seeds, e.g. (run seed, frames) for a resumed run's reset, (dataset seed, k) for episode k."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def stack_frames(env: gym.Env, frame_stack: int) -> gym.Env:
