@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from crl.augment import random_shift_bilinear
 from crl.encoders import DrQV2Encoder, Trunk, resolve_precision
 from crl.rl import (Checkpointable, DeterministicActor, TwinQ, frozen, linear_schedule, metrics_to_floats,
-                    n_step_target, noisy_action, require_continuous_actions, soft_update)
+                    n_step_target, noisy_action, require_continuous_actions, soft_update,
+                    with_task_settings)
 
 # Exploration std schedules of the released configs, by task difficulty: linear 1.0 -> 0.1 over
 # this many steps.
@@ -111,10 +112,10 @@ def configure_for_env(config: Config, env_id: str, given: set[str]) -> Config:
     """The released per-task settings for `env_id`: the difficulty's std schedule where it is
     "auto", and the humanoid lr and feature_dim unless a preset or the user set them (`given`)."""
     task = env_id.partition(":")[2]
-    changes = {name: value for name, value in TASK_SETTINGS.get(task, {}).items() if name not in given}
+    config = with_task_settings(config, TASK_SETTINGS.get(task, {}), given)
     if config.stddev_schedule == "auto":
-        changes["stddev_schedule"] = TASK_DIFFICULTY.get(task, "easy")
-    return dataclasses.replace(config, **changes)
+        config = dataclasses.replace(config, stddev_schedule=TASK_DIFFICULTY.get(task, "easy"))
+    return config
 
 
 def parse_stddev_schedule(spec) -> tuple[float, float, int]:

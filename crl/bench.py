@@ -20,7 +20,8 @@ is recorded in the run's config.yaml. An unknown agent, a task not in the spec o
 is an error naming the valid ones. Runs go one after another into OUT/<agent>/<task>/seed_<s>/
 (task = the env id with ':' -> '_'; OUT defaults to runs/bench/<spec>) through `crl.train.train`.
 Running the same command again skips finished runs (eval.csv reaches the budget), resumes crashed
-runs from their latest checkpoint (`crl.train.resume`) and restarts crashed runs that have none.
+runs from their latest checkpoint (`crl.train.resume`) and restarts crashed runs that have none; a
+run whose checkpoints exist but none loads (damaged outside crl) fails, naming it, to be deleted.
 A skipped or resumed run keeps the agent config it was made with: where that differs from what the
 spec now gives (an override added after the run), a warning names the fields; delete the run
 directory to run it again with the new settings. A run made with other run settings (all but the
@@ -33,7 +34,8 @@ A run is done when its eval.csv's frames reach the budget, whatever the return: 
 (diverged) shows in the per-task table and under "Missing", as does an eval.csv that cannot be read.
 
 The report (OUT/report/: report.md, per_task.csv, aggregates.csv, plots/) gives, per task, the mean
-and std over seeds of the evaluation return at each report budget (100k and 500k frames for DMC;
+and std over seeds of the evaluation return at each report budget (the spec's `report_frames`, which
+must be evaluation points within its budget, and the budget run: 100k and 500k frames for DMC;
 the last eval row at or below the budget, with the slack of the loop step that crosses it:
 num_envs times the frames per agent step that eval.csv records) next to the published numbers of
 experiments/reference/dmc_published.csv; and across tasks the mean, median and IQM with 95%
@@ -190,6 +192,13 @@ def load_spec(name_or_path: str | Path) -> Spec:
         raise fail("report_frames", f"must be a list of positive integers, got {report_frames!r}")
     if repeated := duplicates(report_frames):
         raise fail("report_frames", f"lists {', '.join(map(str, repeated))} more than once")
+    every = data.get("eval_every_frames", 10_000)
+    for budget in report_frames:
+        if budget > data["frames"]:
+            raise fail("report_frames", f"holds {budget}, beyond the spec's budget of {data['frames']} frames")
+        if budget != data["frames"] and budget % every:
+            raise fail("report_frames", f"holds {budget}, which is not a multiple of eval_every_frames ({every}): "
+                                        "no evaluation would fall on it (the last one before it would be reported)")
     for key in ("presets", "run", "overrides", "task_overrides"):
         if not isinstance(data.get(key, {}), dict):
             raise fail(key, f"must be a mapping, got {data[key]!r}")
@@ -467,6 +476,7 @@ def execute(run: BenchRun) -> str:
     from tqdm import tqdm
 
     from crl import train
+    from crl.checkpoint import CheckpointError
 
     state = run_state(run.run_dir, run.run.frames)
     if state in ("done", "resume"):
@@ -488,7 +498,11 @@ def execute(run: BenchRun) -> str:
     if state == "resume":
         # the settings free to differ (a larger budget, another device) are the spec's; the rest were checked equal
         free = {name: getattr(run.run, name) for name in RUN_FIELDS_FREE_TO_DIFFER}
-        train.resume(run.run_dir, agent=run.agent, overrides=free)
+        try:
+            train.resume(run.run_dir, agent=run.agent, overrides=free)
+        except CheckpointError as error:  # damaged outside crl (saves are atomic): nothing here to resume from
+            raise SpecError(f"{run.run_dir} cannot be resumed: {error}; delete the directory to run it again "
+                            "from the start") from None
     else:
         if state == "restart":
             shutil.rmtree(run.run_dir / "tb", ignore_errors=True)  # the crashed attempt's curves
@@ -627,13 +641,17 @@ def aggregate(scores: dict[str, np.ndarray], reps: int = 50_000, seed: int = 0) 
                          metrics.aggregate_iqm(matrix)])
 
     # rliable 1.2 draws its resamples from numpy's global RNG (np.random.choice), not from the
-    # random_state it is given: seed that one, and put it back afterwards.
+    # random_state it is given: seed that one for each agent (so an agent's intervals do not depend
+    # on which agents come before it in the report), and put it back afterwards.
     global_state = np.random.get_state()
-    np.random.seed(seed)
+    points, intervals = {}, {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # arch: random_state -> generator
-            points, intervals = library.get_interval_estimates(scores, all_metrics, reps=reps)
+            for agent, matrix in scores.items():
+                np.random.seed(seed)
+                point, interval = library.get_interval_estimates({agent: matrix}, all_metrics, reps=reps)
+                points[agent], intervals[agent] = point[agent], interval[agent]
     finally:
         np.random.set_state(global_state)
     return {agent: {metric: (float(points[agent][i]), float(intervals[agent][0, i]), float(intervals[agent][1, i]))
@@ -728,10 +746,12 @@ def diverged_notes(rows: list[dict]) -> list[str]:
             "left out of the mean, std and aggregates" for row in rows for seed in row["diverged_seeds"].split()]
 
 
-def score_matrices(suite: str, curves: dict, agents: list[str], tasks: list[str], budget: int):
+def score_matrices(suite: str, curves: dict, agents: list[str], tasks: list[str], budget: int,
+                   seeds: list[int] | None = None):
     """{agent: (seeds x tasks) normalised scores} over the seeds that have a finite score on every
     task at `budget`; agents missing a task at this budget are left out (with the reason) rather
-    than aggregated over fewer tasks, and so are the seeds that lack a task (with the tasks):
+    than aggregated over fewer tasks, and so are the seeds that lack a task (with the tasks; every
+    one of `seeds`, the report's, that is not aggregated, a seed with no run at all included):
     (matrices, {agent: reasons}, {agent: {seed: tasks}})."""
     atari_table = atari_random_human() if suite == "atari" else None
     matrices, missing, dropped = {}, {}, {}
@@ -742,7 +762,7 @@ def score_matrices(suite: str, curves: dict, agents: list[str], tasks: list[str]
         if not common:
             missing[agent] = [task for task, by_seed in scores.items() if not by_seed] or ["no seed covers every task"]
             continue
-        some = sorted(set().union(*(set(by_seed) for by_seed in scores.values())) - set(common))
+        some = sorted(set().union(*(set(by_seed) for by_seed in scores.values()), seeds or ()) - set(common))
         if some:
             dropped[agent] = {s: [task for task in tasks if s not in scores[task]] for s in some}
         matrices[agent] = np.array([[float(normalize(suite, task, scores[task][s], atari_table)) for task in tasks]
@@ -778,7 +798,8 @@ def plot_task(path: Path, suite: str, task: str, curves: dict, agents: list[str]
         if not runs:
             continue
         grid, mean, std = mean_and_std(runs)
-        ax.plot(grid, mean, color=f"C{i}", label=f"{agent} (n={len(runs)})")
+        ax.plot(grid, mean, color=f"C{i}", marker="o" if len(grid) == 1 else None,  # one point: no line
+                label=f"{agent} (n={len(runs)})")
         ax.fill_between(grid, mean - std, mean + std, color=f"C{i}", alpha=0.2, linewidth=0)
     if suite == "dmc":
         published = dmc_published()
@@ -846,19 +867,20 @@ def report(spec: Spec, out: Path, agents: list[str], tasks: list[str], seeds: li
     other run settings than the `planned` ones are left out and listed."""
     out = Path(out)
     report_dir = out / "report"
-    budgets = [b for b in spec.report_frames if b <= frames] or [frames]
+    budgets = sorted({b for b in spec.report_frames if b <= frames} | {frames})  # and the budget run
     curves, left_out = collect(out, agents, tasks, seeds, planned)
     rows = per_task_rows(spec.suite, curves, agents, tasks, budgets)
     write_csv(report_dir / "per_task.csv", rows)
 
     aggregate_rows, notes = [], left_out + diverged_notes(rows)
     for budget in budgets:
-        matrices, missing, dropped = score_matrices(spec.suite, curves, agents, tasks, budget)
+        matrices, missing, dropped = score_matrices(spec.suite, curves, agents, tasks, budget, seeds)
         for agent, reason in missing.items():
             notes.append(f"{agent} at {budget} frames: not aggregated, no complete runs for {', '.join(reason)}")
         for agent, by_seed in dropped.items():
             notes += [f"{agent} at {budget} frames: seed {seed} left out of the aggregates, no finite score at this "
-                      f"budget on {', '.join(lacking)}" for seed, lacking in by_seed.items()]
+                      f"budget on {'any task' if len(lacking) == len(tasks) else ', '.join(lacking)}"
+                      for seed, lacking in by_seed.items()]
         for agent, values in aggregate(matrices, reps=reps).items():
             for metric, (point, low, high) in values.items():
                 aggregate_rows.append({"agent": agent, "frames": budget, "metric": metric, "value": point,

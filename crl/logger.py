@@ -416,7 +416,7 @@ def _load_xy(csv_path: Path, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
         if col not in fields:
             raise ValueError(f"{csv_path} has no column {col!r} (columns: {fields})")
     xs, ys = [], []
-    for r in rows:
+    for r in complete_rows(csv_path, rows):  # not a last line a crash cut short
         try:
             xv, yv = float(r[x]), float(r[y])
         except (TypeError, ValueError):
@@ -484,7 +484,8 @@ def plot_curves(
             stack = np.stack([np.interp(grid, r[0], r[1]) for r in runs])
         mean = stack.mean(axis=0)
         n = len(runs)
-        (line,) = ax.plot(grid, mean, label=label if n == 1 else f"{label} (n={n})")
+        marker = "o" if len(grid) == 1 else None  # a line of one point draws nothing
+        (line,) = ax.plot(grid, mean, marker=marker, label=label if n == 1 else f"{label} (n={n})")
         if n > 1:
             ax.fill_between(grid, stack.min(axis=0), stack.max(axis=0), color=line.get_color(),
                             alpha=0.2, linewidth=0)

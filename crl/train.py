@@ -182,7 +182,7 @@ def build_configs(agent_name: str, preset: str | None, overrides: dict[str, Any]
     run, agent = split_settings(agent_name, settings, f"preset {preset!r} / --set" if preset else "--set")
     agent_config = from_dict(module.Config, agent, f"{agent_name} config")
     run_config = from_dict(RunConfig, run, "run config")
-    if hasattr(module, "configure_for_env"):  # per-task settings of the paper's release (DrQ-v2)
+    if hasattr(module, "configure_for_env"):  # the paper's per-task settings (DrQ, CURL, DrQ-v2)
         agent_config = module.configure_for_env(agent_config, run_config.env, set(agent))
     check_agent_values(agent_name, agent_config)
     return run_config, agent_config

@@ -9,13 +9,14 @@ Each run's `crl train` command comes from its config.yaml, so the section says h
 from __future__ import annotations
 
 import argparse
+import csv
 import shlex
 from pathlib import Path
 
 import pandas as pd
 
 from benchlib import ROOT, command_line, machine_line, write_section
-from crl.logger import plot_curves, read_config
+from crl.logger import complete_rows, plot_curves, read_config
 
 
 def note_elided(command: str, note: str) -> str:
@@ -33,7 +34,9 @@ def run_command(config: dict) -> str:
 
 def run_rows(run_dir: Path, metric: str, x: str) -> list[str]:
     config = read_config(run_dir)
-    evals = pd.read_csv(run_dir / "eval.csv")
+    path = run_dir / "eval.csv"
+    with open(path, newline="", encoding="utf-8") as f:  # less a last line a crash cut short
+        evals = pd.DataFrame(complete_rows(path, list(csv.DictReader(f)))).apply(pd.to_numeric, errors="coerce")
     minutes = evals.wall_time / 60
     digits = 2 if metric in ("success", "final_success") else 0
     curve = ", ".join(f"{v:.{digits}f} @ {n / 1000:g}k ({m:.0f} min)"

@@ -54,9 +54,10 @@ def test_aggregates_are_rliables():
     library, metrics = bench.rliable_modules()
     for i, (metric, func) in enumerate([("mean", metrics.aggregate_mean), ("median", metrics.aggregate_median),
                                         ("iqm", metrics.aggregate_iqm)]):
-        np.random.seed(3)  # rliable resamples with numpy's global RNG
-        points, intervals = library.get_interval_estimates(scores, lambda x, func=func: np.array([func(x)]), reps=300)
         for agent in scores:
+            np.random.seed(3)  # rliable resamples with numpy's global RNG; each agent's from the seed
+            points, intervals = library.get_interval_estimates({agent: scores[agent]},
+                                                               lambda x, func=func: np.array([func(x)]), reps=300)
             point, low, high = ours[agent][metric]
             assert point == pytest.approx(points[agent][0])
             assert low <= point <= high
@@ -65,6 +66,13 @@ def test_aggregates_are_rliables():
     assert ours["a"]["mean"][0] == pytest.approx(a.mean(axis=0).mean())
     assert ours["a"]["median"][0] == pytest.approx(np.median(a.mean(axis=0)))
     assert bench.aggregate(scores, reps=300, seed=3) == ours  # reproducible
+
+
+def test_an_agents_intervals_do_not_depend_on_the_other_agents_in_the_report():
+    rng = np.random.default_rng(1)
+    drq = rng.uniform(0, 1, (5, 3))
+    alone = bench.aggregate({"drq": drq}, reps=200)
+    assert bench.aggregate({"curl": rng.uniform(0, 1, (4, 3)), "drq": drq}, reps=200)["drq"] == alone["drq"]
 
 
 def test_iqm_by_hand():
@@ -134,6 +142,8 @@ def test_per_task_table_and_report_from_run_directories(tmp_path):
     synthetic_runs(out)
     spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC.replace("dmc-state:cartpole-balance",
                                                                   "dmc:cartpole-swingup, dmc:walker-walk")
+                                      .replace("frames: 2000", "frames: 500000")
+                                      .replace("eval_every_frames: 1000", "eval_every_frames: 50000")
                                       .replace("report_frames: [1000, 2000]", "report_frames: [100000, 500000]")))
     tasks, agents = ["dmc:cartpole-swingup", "dmc:walker-walk"], ["drq", "sac"]
     curves, _ = bench.collect(out, agents, tasks, [0, 1, 2])
@@ -157,10 +167,47 @@ def test_per_task_table_and_report_from_run_directories(tmp_path):
     assert {(r["agent"], r["metric"]) for r in aggregates} == {(a, m) for a in agents for m in bench.METRICS}
     drq_mean = next(r for r in aggregates if r["agent"] == "drq" and r["metric"] == "mean")
     assert float(drq_mean["value"]) == pytest.approx(0.61)
-    assert len(read_csv(out / "report" / "per_task.csv")) == 4  # 2 tasks x 2 agents at 100k (500k > budget)
+    # 2 tasks x 2 agents at 100k and at the budget run, 150k (500k > budget)
+    assert {int(r["frames"]) for r in read_csv(out / "report" / "per_task.csv")} == {100_000, 150_000}
+    assert len(read_csv(out / "report" / "per_task.csv")) == 8
     for task in tasks:
         png = out / "report" / "plots" / f"{bench.task_dir(task)}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_seed_short_on_every_task_or_never_run_is_named_under_missing(tmp_path):
+    out = tmp_path / "out"
+    tasks = ["dmc:cartpole-swingup", "dmc:walker-walk"]
+    for task in tasks:
+        write_eval(bench.run_dir_of(out, "drq", task, 0), [(100_000, 700)])
+        write_eval(bench.run_dir_of(out, "drq", task, 1), [(50_000, 100)])  # crashed before the budget on both
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC.replace("dmc-state:cartpole-balance", ", ".join(tasks))
+                                      .replace("frames: 2000", "frames: 100000")
+                                      .replace("eval_every_frames: 1000", "eval_every_frames: 50000")
+                                      .replace("report_frames: [1000, 2000]", "report_frames: [100000]")))
+    curves, _ = bench.collect(out, ["drq"], tasks, [0, 1, 2])
+    matrices, _, dropped = bench.score_matrices("dmc", curves, ["drq"], tasks, 100_000, seeds=[0, 1, 2])
+    assert matrices["drq"].shape == (1, 2) and dropped == {"drq": {1: tasks, 2: tasks}}
+    text = bench.report(spec, out, ["drq"], tasks, [0, 1, 2], frames=100_000, reps=50).read_text()
+    for seed in (1, 2):
+        assert f"drq at 100000 frames: seed {seed} left out of the aggregates, no finite score at this budget on " \
+               "any task" in text
+
+
+def test_a_run_whose_checkpoints_do_not_load_is_refused_with_what_to_do(tmp_path, capsys):
+    spec = write_spec(tmp_path, TINY_SPEC)
+    out = tmp_path / "out"
+    argv = ["bench", str(spec), "--agents", "sac", "--seeds", "1", "--out", str(out), "--reps", "50"]
+    assert cli.main(argv) == 0
+    run_dir = out / "sac" / "dmc-state_cartpole-balance" / "seed_0"
+    (run_dir / "checkpoints" / "ckpt_000000001000.pt").unlink()
+    newest = run_dir / "checkpoints" / "ckpt_000000002000.pt"
+    newest.write_bytes(newest.read_bytes()[:5000])  # damaged outside crl (a partial copy)
+    write_eval(run_dir, [(1000, 1.0)])
+    outcome, = bench.run_all(bench.plan(bench.load_spec(spec), ["sac"], [0], out))
+    assert outcome["status"] == "failed" and "cannot be resumed" in outcome["error"]
+    assert "delete the directory" in outcome["error"]
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_an_agent_missing_a_task_is_not_aggregated(tmp_path):
@@ -179,6 +226,15 @@ def test_shipped_specs_load():
         assert spec.name == name and spec.preset == name
     assert bench.load_spec("dmc500k").report_frames == [100_000, 500_000]
     assert bench.load_spec("atari100k").frames == 400_000
+
+
+@pytest.mark.parametrize("name", ["dmc100k", "dmc500k"])
+def test_dmc_specs_run_cheetah_at_the_papers_learning_rate(tmp_path, name):
+    runs = bench.plan(bench.load_spec(name), ["drq", "curl"], [0], tmp_path)
+    rates = {(run.agent, run.task): run.agent_config.lr if run.agent == "drq" else run.agent_config.critic_lr
+             for run in runs}
+    assert {key: lr for key, lr in rates.items() if lr != 1e-3} == {("drq", "dmc:cheetah-run"): 2e-4,
+                                                                   ("curl", "dmc:cheetah-run"): 2e-4}
 
 
 def test_atari100k_spec_lowers_curls_loss_weight_on_four_games(tmp_path):
@@ -215,6 +271,10 @@ def test_atari100k_spec_lowers_curls_loss_weight_on_four_games(tmp_path):
      "holds 'seed', which the spec sets itself"),
     (lambda s: s + "task_overrides: {sac: {dmc-state:cartpole-balance: 0.1}}\n",
      "for 'sac' on 'dmc-state:cartpole-balance' must be a mapping"),
+    (lambda s: s.replace("report_frames: [1000, 2000]", "report_frames: [5000]"),
+     "key 'report_frames' holds 5000, beyond the spec's budget of 2000 frames"),
+    (lambda s: s.replace("report_frames: [1000, 2000]", "report_frames: [1500, 2000]"),
+     r"key 'report_frames' holds 1500, which is not a multiple of eval_every_frames \(1000\)"),
 ])
 def test_spec_errors_name_the_file_and_key(tmp_path, edit, message):
     path = write_spec(tmp_path, edit(TINY_SPEC))

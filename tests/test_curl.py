@@ -270,6 +270,17 @@ def test_presets_and_run_defaults():
     assert train.build_configs("curl", "dmc100k-cheetah", {})[1].critic_lr == 2e-4
 
 
+def test_cheetah_run_takes_the_papers_learning_rates_unless_set():
+    # CURL's hyperparameter table: 2e-4 on cheetah-run for encoder, actor and critic, else 1e-3
+    def rates(env, **given):
+        config = train.build_configs("curl", "dmc100k", {"env": env, **given})[1]
+        return config.actor_lr, config.critic_lr, config.encoder_lr
+
+    assert rates("dmc:cheetah-run") == (2e-4, 2e-4, 2e-4)
+    assert rates("dmc:walker-walk") == (1e-3, 1e-3, 1e-3)
+    assert rates("dmc:cheetah-run", critic_lr=1e-3) == (2e-4, 1e-3, 2e-4)
+
+
 def test_short_run_on_cartpole_balance(tmp_path):
     # cartpole repeats actions 8 times: 150 agent steps, the first 100 random, one 125-step episode
     run, config = train.build_configs("curl", None, dict(

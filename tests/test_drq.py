@@ -89,6 +89,14 @@ def test_paper_defaults_and_released_preset():
     assert released.batch_size == 128 and run.update_every == 1 and run.action_repeat == 0
 
 
+@pytest.mark.parametrize("preset", ["dmc100k", "dmc500k", "cpu-smoke", None])
+def test_cheetah_run_takes_the_papers_lr_unless_set(preset):
+    # DrQ Table 1: lr 2e-4 on cheetah-run, 1e-3 on the other tasks; a user's (or preset's) lr wins
+    lr_on = {env: train.build_configs("drq", preset, {"env": env})[1].lr for env in ("dmc:cheetah-run", "dmc:walker-walk")}
+    assert lr_on == {"dmc:cheetah-run": 2e-4, "dmc:walker-walk": 1e-3}
+    assert train.build_configs("drq", preset, {"env": "dmc:cheetah-run", "lr": 5e-4})[1].lr == 5e-4
+
+
 @pytest.mark.parametrize("name, preset", [("drq", p) for p in drq.PRESETS] + [("drq-eps", p) for p in drq.ATARI_PRESETS])
 def test_every_preset_builds(name, preset):
     run, _ = train.build_configs(name, preset, {})

@@ -252,3 +252,17 @@ def test_progress_counts_frames_and_keeps_postfix():
     assert "400/1" in out or "400/1.00k" in out
     assert "eval_return=12.35" in out and "updates=5" in out
     assert "eval=" not in out
+
+
+def test_plot_curves_leaves_out_a_last_line_cut_short_by_a_crash(tmp_path):
+    early, late = tmp_path / "early", tmp_path / "late"
+    for run, frames in ((early, (0, 1000, 2000)), (late, (2500, 3500))):
+        with Logger(run, tensorboard=False) as log:
+            for f in frames:
+                log.log("eval", _counters(f), {"episode_return": 1.0})
+    fields = (early / "eval.csv").read_text().splitlines()[0].split(",")
+    with open(early / "eval.csv", "a") as f:  # every cell there, the last number cut short, no newline
+        f.write(",".join("3000" if name == "frames" else "1" for name in fields))
+    # without the cut row `early` ends at 2000 frames, before `late` starts: nothing to average
+    with pytest.raises(ValueError, match=r"share no frames range \(0..2000, 2500..3500\)"):
+        plot_curves([early, late], tmp_path / "x.png", labels=["run", "run"])
