@@ -14,7 +14,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def resumable_on_interrupt(run_dir: Path):
+def resumable_on_interrupt(agent: str, run_dir: Path):
     """Turn Ctrl-C during training into a message naming the checkpoint a resume starts from."""
     from crl.checkpoint import CheckpointManager
 
@@ -22,7 +22,7 @@ def resumable_on_interrupt(run_dir: Path):
         yield
     except KeyboardInterrupt:
         latest = CheckpointManager(Path(run_dir) / "checkpoints").latest()
-        kept = (f"`crl train --resume {run_dir}` continues from {latest}" if latest
+        kept = (f"`crl train {agent} --resume {run_dir}` continues from {latest}" if latest
                 else "no checkpoint was written yet")
         raise Interrupted(f"{run_dir}: training interrupted; {kept}") from None
 
@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     envs.check_env_id(args.env)
     run, agent_config = train.build_configs(args.agent, args.preset, overrides)
     logdir = Path(args.logdir) if args.logdir else default_logdir(args.agent, run.env, run.seed)
-    with resumable_on_interrupt(logdir):
+    with resumable_on_interrupt(args.agent, logdir):
         result = train.train(args.agent, run, agent_config, logdir)
     print(f"final evaluation ({run.eval_episodes} episodes): {json.dumps(result)}; run directory: {logdir}")
     return 0
@@ -91,7 +91,7 @@ def cmd_resume(args: argparse.Namespace, overrides: dict) -> int:
     if args.logdir and Path(args.logdir).resolve() != Path(args.resume).resolve():
         raise ValueError(f"--logdir {args.logdir} with --resume {args.resume}: a resumed run continues in its own "
                          "directory (copy it first to continue a copy)")
-    with resumable_on_interrupt(args.resume):
+    with resumable_on_interrupt(args.agent, args.resume):
         result = train.resume(args.resume, agent=args.agent, overrides=overrides)
     print(f"final evaluation: {json.dumps(result)}; run directory: {args.resume}")
     return 0
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="budget in frames (action repeat counted)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--logdir", help="run directory (default runs/AGENT_ENV_sSEED)")
+    p.add_argument("--logdir", help="run directory (default runs/AGENT_ENV_sSEED, ':' in ENV as '_')")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
     p.add_argument("--set", nargs="*", action="extend", metavar="FIELD=VALUE",
                    help="override any config field (repeatable)")

@@ -24,7 +24,7 @@ FAST_VISUAL_FLAGS = {"shadow": False, "reflection": False, "skybox": False}
 VISUALS = ("standard", "fast")
 # The suite's models ask for a 2048 x 2048 shadow map, drawn at every render. For small images
 # `shadow_size=None` draws it at 8 texels per image pixel (a power of two, at least 1024, never more
-# than the model's own): at 84 x 84 a step renders 1.14-1.63x faster on Mesa's software renderer,
+# than the model's own): at 84 x 84 a step renders 1.12-1.63x faster on Mesa's software renderer,
 # and 0.004-0.1% of the pixels differ from the 2048 render (0.2% in the worst frame; mean difference
 # under 0.02 of 255 levels) on eight suite domains: BENCHMARKS.md, "Rendering: shadow map size".
 # `shadow_size=2048` renders the suite's own frames exactly.

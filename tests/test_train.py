@@ -412,7 +412,7 @@ def test_ctrl_c_during_a_resume_names_the_checkpoint_to_continue_from(run_copy, 
     assert main(["train", "sac", "--resume", str(run_copy), "--frames", "4000"]) == 130
     latest = CheckpointManager(run_copy / "checkpoints").latest()
     error = capsys.readouterr().err
-    assert f"crl: {run_copy}: training interrupted; `crl train --resume {run_copy}` continues from {latest}" in error
+    assert f"crl: {run_copy}: training interrupted; `crl train sac --resume {run_copy}` continues from {latest}" in error
     assert "Traceback" not in error
     # the command it names keeps the budget the interrupted resume asked for (only config.yaml has it)
     monkeypatch.undo()
