@@ -239,8 +239,9 @@ ATARI_PRESETS = {
     # the same with the DrQ paper's original epsilons (before Agarwal et al.'s DrQ(eps))
     "atari100k-drq": dict(frames=400_000, terminal_on_life_loss=True, eval_every_frames=100_000,
                           eval_episodes=100, epsilon_train=0.1, epsilon_eval=0.05),
-    # a 2-core CPU: 10k agent steps, 8400 updates of 0.12-0.6 s here (1 thread idle - 2 threads on
-    # a loaded machine); the paper's agent otherwise: a plumbing check, too short to learn Pong
+    # a 2-core CPU: 10k agent steps, 8400 updates; the paper's agent otherwise. Learns RoadRunner
+    # in it (seed 0: eval 933 at 40k frames, random 15; 10-15 min), not Pong, Breakout or Freeway
+    # (BENCHMARKS.md, "Other runs")
     "cpu-smoke": dict(frames=40_000, replay_capacity=12_000, eval_every_frames=20_000, eval_episodes=3),
 }
 
