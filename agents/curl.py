@@ -434,7 +434,8 @@ class AtariAgent(Checkpointable):
         next_action = self.q_values(self.q_net(next_obs)).argmax(1)
         reset_noise(self.target_net)
         next_probs = self.target_net(next_obs).softmax(-1)[torch.arange(len(next_obs), device=self.device), next_action]
-        return categorical_projection(reward, discount, next_probs, self.support)
+        return categorical_projection(reward, discount, next_probs, self.support,
+                                      bounds=(self.config.v_min, self.config.v_max))
 
     def contrastive_loss(self, anchor, positive, metrics: dict | None = None) -> torch.Tensor:
         """InfoNCE over the batch: logits q W k^T, keys from the momentum encoder without gradient."""

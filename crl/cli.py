@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -245,6 +247,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def raised_by_crl(error: BaseException) -> bool:
+    """Whether the error is one of crl's own types, or its traceback's innermost frame is crl's code
+    (a refusal worded for the user) rather than a library's."""
+    if type(error).__module__.startswith("crl"):
+        return True
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is None or str(tb.tb_frame.f_globals.get("__name__", "")).startswith("crl")
+
+
 def main(argv: list[str] | None = None) -> int:
     from crl.system import keep_freed_memory
 
@@ -254,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, OSError, RuntimeError) as error:
         # Errors about the user's input (and files: missing, not writable, a file where a folder
-        # goes) are printed plainly, not as a traceback.
+        # goes) are printed plainly, not as a traceback; a RuntimeError from torch or a simulator
+        # (a CUDA or cuDNN failure, a device mismatch) is a crash and keeps its traceback.
+        if os.environ.get("CRL_DEBUG") or (isinstance(error, RuntimeError) and not raised_by_crl(error)):
+            traceback.print_exception(error)
+            print(f"crl: error: {error}", file=sys.stderr)
+            return 1
         print(f"crl: error: {error}", file=sys.stderr)
         return 2
     except MemoryError as error:  # e.g. a replay_capacity or a dataset the machine cannot hold

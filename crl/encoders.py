@@ -38,7 +38,9 @@ a DrQ-v2 update at batch 256 1.85x and a CURL update at batch 512 2.0x (BENCHMAR
 updates"); an Intel Xeon that reports AVX512-BF16 but no AMX ran them 0.7x as fast as fp32, so
 "auto" measures (:func:`cpu_bf16_conv_speedup`) rather than trusting the CPU's flags. Learning with
 it: BENCHMARKS.md, "Pixel agents on CPU". :func:`resolve_precision` turns an agent's ``precision``
-setting ("float32", "bfloat16", "auto") into the dtype.
+setting ("float32", "bfloat16", "auto") into the dtype. On an Ampere or newer GPU, "float32" convs
+run in TF32 as PyTorch's default (``torch.backends.cudnn.allow_tf32``) lets cuDNN; crl leaves that
+default (set it False for strict fp32).
 """
 
 from __future__ import annotations
@@ -86,15 +88,17 @@ PRECISIONS = ("float32", "bfloat16", "auto")
 
 def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype:
     """The conv encoders' compute dtype for an agent's ``precision`` setting: "float32" (the
-    papers'), "bfloat16", or "auto" = bfloat16 where it is native and fast (a CUDA GPU with bf16
-    support; a CPU whose bf16 convs ran at least ``BF16_MIN_SPEEDUP`` times faster than fp32 in
+    papers'), "bfloat16", or "auto" = bfloat16 where it is native and fast (a CUDA GPU of compute
+    capability 8.0 or more, where cuDNN has bf16 convs; a CPU whose bf16 convs ran at least ``BF16_MIN_SPEEDUP`` times faster than fp32 in
     :func:`cpu_bf16_conv_speedup`), else float32."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":
         device = torch.device(device)
         if device.type == "cuda":
-            native = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            # cuDNN runs bf16 convs natively from compute capability 8.0 (Ampere) on; older GPUs
+            # "support" bf16 through slow fallback kernels (torch.cuda.is_bf16_supported says yes)
+            native = torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
         else:
             native = device.type == "cpu" and cpu_bf16_conv_speedup() >= BF16_MIN_SPEEDUP
         precision = "bfloat16" if native else "float32"

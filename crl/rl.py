@@ -279,18 +279,20 @@ def double_dqn_target(reward: Tensor, discount: Tensor, next_q_online: Tensor, n
     return n_step_target(reward, discount, next_value)
 
 
-def categorical_projection(reward: Tensor, discount: Tensor, next_probs: Tensor, support: Tensor) -> Tensor:
+def categorical_projection(reward: Tensor, discount: Tensor, next_probs: Tensor, support: Tensor,
+                           bounds: tuple[float, float] | None = None) -> Tensor:
     """C51's target distribution (Bellemare et al. 2017, Algorithm 1).
 
     Each atom z_j of the next-state distribution (probability next_probs[:, j]) moves to
     r + discount * z_j, is clipped to [v_min, v_max] and its mass is split between the two
     neighbouring support points in proportion to closeness; an atom landing exactly on a support
     point keeps all its mass there. With discount 0 (a terminal transition) all the mass goes to
-    the projection of r. reward, discount (B,); next_probs (B, N); support (N,) evenly spaced.
+    the projection of r. reward, discount (B,); next_probs (B, N); support (N,) evenly spaced;
+    bounds: (v_min, v_max) = the support's ends, given to spare reading them (a sync on a GPU).
     Returns (B, N) probabilities; the mass of each row is conserved.
     """
     num_atoms = support.shape[0]
-    v_min, v_max = float(support[0]), float(support[-1])
+    v_min, v_max = bounds if bounds is not None else (float(support[0]), float(support[-1]))
     delta = (v_max - v_min) / (num_atoms - 1)
     tz = (reward[:, None] + discount[:, None] * support[None, :]).clamp(v_min, v_max)
     b = ((tz - v_min) / delta).clamp(0, num_atoms - 1)  # clamp: float rounding at v_max

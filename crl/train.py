@@ -143,11 +143,25 @@ def agent_value_bounds(name: str) -> tuple[float, float, str] | None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device of a `device` setting ("auto": CUDA where torch sees a GPU, else the CPU),
+    checked to exist. On CUDA it turns on cuDNN's autotuner, as DrQ-v2's release does: the convs'
+    shapes never change, so the fastest algorithm is chosen once."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but torch sees no CUDA device")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"device {name!r}: {error}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} was asked for, but torch sees no CUDA device")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: torch sees {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        torch.backends.cudnn.benchmark = True
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} was asked for, but torch sees no MPS device")
+    return device
 
 
 def split_settings(agent_name: str, settings: dict[str, Any], where: str) -> tuple[dict, dict]:

@@ -305,5 +305,14 @@ def test_resolve_precision(monkeypatch):
         assert E.resolve_precision("auto", "cpu") is expected
     with pytest.raises(ValueError, match="'fp16'.*float32, bfloat16, auto"):
         E.resolve_precision("fp16", "cpu")
+    # on CUDA, "auto" takes bf16 only where cuDNN has bf16 convs: compute capability 8.0 (Ampere) on
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # true on a V100 too
+    asked = []
+    for capability, expected in (((7, 0), torch.float32), ((7, 5), torch.float32), ((8, 0), torch.bfloat16),
+                                 ((9, 0), torch.bfloat16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: asked.append(d) or capability)
+        assert E.resolve_precision("auto", "cuda:1") is expected
+    assert asked[-1] == torch.device("cuda:1")  # the device asked for, not the current one
     with pytest.raises(ValueError, match="compute_dtype"):
         E.ConvEncoder((9, 84, 84), compute_dtype=torch.float16)

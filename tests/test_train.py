@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from crl import train
+from crl import cli, train
 from crl.checkpoint import HEADER_KEYS, CheckpointError, CheckpointManager, load_checkpoint, save_checkpoint
+from crl.config import ConfigError
 from crl.cli import main
 from crl.logger import read_config, write_config
 
@@ -516,3 +517,42 @@ def test_a_resumed_run_never_resets_on_an_evaluation_seed():
     assert seeds[0] == 5  # a fresh run: its own seed
     evaluation_seeds = set(range(5 + 10_000, 5 + 10_000 + 100)) | set(range(5 + 20_000, 5 + 20_000 + 100))
     assert not evaluation_seeds & set(seeds[1:]) and len(set(seeds)) == 3
+
+
+def test_cli_prints_a_librarys_runtime_error_with_its_traceback_and_crls_own_plainly(monkeypatch, capsys):
+    def torch_fails(args):  # e.g. a CUDA or device-mismatch error: a crash to debug, not bad input
+        torch.zeros(2) @ torch.zeros(3)
+
+    monkeypatch.setattr(cli, "cmd_list", torch_fails)
+    assert cli.main(["list", "agents"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "torch_fails" in err and "crl: error:" in err
+
+    def crl_refuses(args):
+        from crl.checkpoint import CheckpointError
+
+        raise CheckpointError("checkpoint x.pt is corrupt")
+
+    monkeypatch.setattr(cli, "cmd_list", crl_refuses)
+    assert cli.main(["list", "agents"]) == 2
+    err = capsys.readouterr().err
+    assert err == "crl: error: checkpoint x.pt is corrupt\n"
+    monkeypatch.setenv("CRL_DEBUG", "1")
+    assert cli.main(["list", "agents"]) == 1 and "Traceback" in capsys.readouterr().err
+
+
+def test_resolve_device_checks_that_the_device_exists(monkeypatch):
+    assert train.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device 'tpu'"):
+        train.resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="'cuda' was asked for, but torch sees no CUDA device"):
+        train.resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    assert train.resolve_device("cuda:1") == torch.device("cuda:1")
+    assert torch.backends.cudnn.benchmark  # fixed conv shapes: cuDNN's autotuner picks once
+    with pytest.raises(ConfigError, match="'cuda:2': torch sees 2 CUDA device"):
+        train.resolve_device("cuda:2")
