@@ -104,7 +104,8 @@ DQN_PRESETS = {
     # 100k agent steps at frame skip 4. SB3's buffer stores obs and next_obs: 100k x 2 x (4, 84, 84)
     # uint8 = 5.6 GB of memory (crl's own Atari agents store each 84x84 frame once: 0.85 GB for 120k).
     "atari100k": dict(frames=400_000, terminal_on_life_loss=True),
-    # throughput-sized for a 2-core CPU; DQN does not learn Atari in this budget
+    # sized for a 2-core CPU (10k agent steps): learns RoadRunner (seed 0: eval 0 at 20k frames,
+    # 950 at 40k; random 15), not the games that need exploration (BENCHMARKS.md, "Other runs")
     "cpu-smoke": dict(frames=40_000, buffer_size=10_000, eval_every_frames=20_000, eval_episodes=2,
                       terminal_on_life_loss=True),
 }
@@ -292,7 +293,7 @@ def build_dqn(env, run, config: DQNConfig, step_frames: int, device: str):
 
 
 def refuse_resume(name: str, run_dir, frames=None):
-    raise RuntimeError(f"{name} runs do not resume: SB3's zip holds the model but not the replay or the counters. "
+    raise ConfigError(f"{name} runs do not resume: SB3's zip holds the model but not the replay or the counters. "
                        f"Start a new run (another --logdir); `crl bench` restarts an unfinished {name} run by itself")
 
 

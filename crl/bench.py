@@ -476,7 +476,7 @@ def execute(run: BenchRun) -> str:
     from tqdm import tqdm
 
     from crl import train
-    from crl.checkpoint import CheckpointError
+    from crl.checkpoint import NoLoadableCheckpoint
 
     state = run_state(run.run_dir, run.run.frames)
     if state in ("done", "resume"):
@@ -500,7 +500,7 @@ def execute(run: BenchRun) -> str:
         free = {name: getattr(run.run, name) for name in RUN_FIELDS_FREE_TO_DIFFER}
         try:
             train.resume(run.run_dir, agent=run.agent, overrides=free)
-        except CheckpointError as error:  # damaged outside crl (saves are atomic): nothing here to resume from
+        except NoLoadableCheckpoint as error:  # damaged outside crl (saves are atomic): nothing to resume from
             raise SpecError(f"{run.run_dir} cannot be resumed: {error}; delete the directory to run it again "
                             "from the start") from None
     else:

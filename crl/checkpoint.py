@@ -101,6 +101,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be loaded or does not fit the agent/config that wants to load it."""
 
 
+class NoLoadableCheckpoint(CheckpointError):
+    """Checkpoint files exist but none of them loads (each is truncated, corrupt or not crl's)."""
+
+
 # --------------------------------------------------------------------------------------------
 # payload conversion
 
@@ -531,6 +535,6 @@ class CheckpointManager:
                 continue
             self.loaded_path = path
             return payload
-        raise CheckpointError(
+        raise NoLoadableCheckpoint(
             f"no checkpoint in {self.directory} could be loaded: " + " | ".join(errors)
         )

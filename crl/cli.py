@@ -247,15 +247,9 @@ def positive_int(text: str) -> int:
     return value
 
 
-def raised_by_crl(error: BaseException) -> bool:
-    """Whether the error is one of crl's own types, or its traceback's innermost frame is crl's code
-    (a refusal worded for the user) rather than a library's."""
-    if type(error).__module__.startswith("crl"):
-        return True
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is None or str(tb.tb_frame.f_globals.get("__name__", "")).startswith("crl")
+def out_of_memory(error: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # loaded wherever a torch allocation failed
+    return isinstance(error, MemoryError) or (torch is not None and isinstance(error, torch.OutOfMemoryError))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,20 +259,22 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # large tensors reused instead of re-faulted each update (crl/system.py)
     try:
         return args.func(args)
-    except (ValueError, OSError, RuntimeError) as error:
+    except (MemoryError, ValueError, OSError, RuntimeError) as error:
+        if out_of_memory(error):  # e.g. a replay_capacity or dataset the machine cannot hold, a batch the GPU cannot
+            detail = f" ({error})" if str(error) else ""
+            print(f"crl: error: out of memory{detail}; a training run needs less with a smaller replay_capacity, "
+                  "batch_size or num_envs", file=sys.stderr)
+            return 2
         # Errors about the user's input (and files: missing, not writable, a file where a folder
-        # goes) are printed plainly, not as a traceback; a RuntimeError from torch or a simulator
-        # (a CUDA or cuDNN failure, a device mismatch) is a crash and keeps its traceback.
-        if os.environ.get("CRL_DEBUG") or (isinstance(error, RuntimeError) and not raised_by_crl(error)):
+        # goes) are printed plainly, not as a traceback; a RuntimeError of another type than crl's
+        # own (torch's CUDA, cuDNN or shape errors, dm_control's PhysicsError on a diverged agent)
+        # is a crash and keeps its traceback (exit 1), as does every error with CRL_DEBUG=1.
+        crash = isinstance(error, RuntimeError) and not type(error).__module__.startswith("crl")
+        if crash or os.environ.get("CRL_DEBUG", "0") not in ("", "0"):
             traceback.print_exception(error)
             print(f"crl: error: {error}", file=sys.stderr)
             return 1
         print(f"crl: error: {error}", file=sys.stderr)
-        return 2
-    except MemoryError as error:  # e.g. a replay_capacity or a dataset the machine cannot hold
-        detail = f" ({error})" if str(error) else ""
-        print(f"crl: error: out of memory{detail}; a training run needs less with a smaller replay_capacity, "
-              "batch_size or num_envs", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # no traceback for Ctrl-C; 130 as a shell reports it
         print(f"crl: {interrupt or 'interrupted'}", file=sys.stderr)

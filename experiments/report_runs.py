@@ -36,7 +36,9 @@ def run_rows(run_dir: Path, metric: str, x: str) -> list[str]:
     config = read_config(run_dir)
     path = run_dir / "eval.csv"
     with open(path, newline="", encoding="utf-8") as f:  # less a last line a crash cut short
-        evals = pd.DataFrame(complete_rows(path, list(csv.DictReader(f)))).apply(pd.to_numeric, errors="coerce")
+        reader = csv.DictReader(f)
+        rows = complete_rows(path, list(reader))
+    evals = pd.DataFrame(rows, columns=reader.fieldnames).apply(pd.to_numeric, errors="coerce")
     minutes = evals.wall_time / 60
     digits = 2 if metric in ("success", "final_success") else 0
     curve = ", ".join(f"{v:.{digits}f} @ {n / 1000:g}k ({m:.0f} min)"

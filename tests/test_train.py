@@ -537,8 +537,27 @@ def test_cli_prints_a_librarys_runtime_error_with_its_traceback_and_crls_own_pla
     assert cli.main(["list", "agents"]) == 2
     err = capsys.readouterr().err
     assert err == "crl: error: checkpoint x.pt is corrupt\n"
+    monkeypatch.setenv("CRL_DEBUG", "0")  # off, as unset
+    assert cli.main(["list", "agents"]) == 2
     monkeypatch.setenv("CRL_DEBUG", "1")
     assert cli.main(["list", "agents"]) == 1 and "Traceback" in capsys.readouterr().err
+    monkeypatch.delenv("CRL_DEBUG")
+
+    def torch_fails_inside_crl(args):  # the failing operation called from crl's own code
+        from crl.rl import soft_update
+
+        soft_update(torch.nn.Linear(2, 3), torch.nn.Linear(2, 4), 0.5)
+
+    monkeypatch.setattr(cli, "cmd_list", torch_fails_inside_crl)
+    assert cli.main(["list", "agents"]) == 1 and "Traceback" in capsys.readouterr().err
+
+    def gpu_runs_out(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(cli, "cmd_list", gpu_runs_out)
+    assert cli.main(["list", "agents"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("crl: error: out of memory (CUDA out of memory.") and "batch_size" in err
 
 
 def test_resolve_device_checks_that_the_device_exists(monkeypatch):
