@@ -878,9 +878,13 @@ def report(spec: Spec, out: Path, agents: list[str], tasks: list[str], seeds: li
         for agent, reason in missing.items():
             notes.append(f"{agent} at {budget} frames: not aggregated, no complete runs for {', '.join(reason)}")
         for agent, by_seed in dropped.items():
-            notes += [f"{agent} at {budget} frames: seed {seed} left out of the aggregates, no finite score at this "
-                      f"budget on {'any task' if len(lacking) == len(tasks) else ', '.join(lacking)}"
-                      for seed, lacking in by_seed.items()]
+            by_lacking: dict[tuple[str, ...], list[int]] = {}  # one note for the seeds that lack the same tasks
+            for seed, lacking in by_seed.items():
+                by_lacking.setdefault(tuple(lacking), []).append(seed)
+            notes += [f"{agent} at {budget} frames: seed{'s' if len(group) > 1 else ''} {', '.join(map(str, group))} "
+                      "left out of the aggregates, no finite score at this budget on "
+                      f"{'any task' if len(lacking) == len(tasks) else ', '.join(lacking)}"
+                      for lacking, group in by_lacking.items()]
         for agent, values in aggregate(matrices, reps=reps).items():
             for metric, (point, low, high) in values.items():
                 aggregate_rows.append({"agent": agent, "frames": budget, "metric": metric, "value": point,
