@@ -282,7 +282,7 @@ class AtariConfig:
     # (max_grad_norm), and at 1.0 the InfoNCE gradient's norm is 15-90 over the first 300 updates
     # against C51's 0.1-0.3 (Pong, batch 32), so the clip shrinks the C51 gradient 1.5-9x there;
     # at 0.1 it is 0.5-5.5 and the clip rarely engages. In 40k frames of RoadRunner the agent
-    # learned at 0.1 and not at 1.0 (preset `cpu-smoke`).
+    # learned at 0.1 on both seeds tried, at 1.0 on one of the two (preset `cpu-smoke`).
     curl_logit_scale: float = 1.0
     image_pad: int = 4  # code: random crop of H - 4, replicate-pad 4, random crop of H
     epsilon_eval: float = 0.001  # code: epsilon-greedy evaluation with the noise-free network
@@ -300,10 +300,10 @@ ATARI_PRESETS = {
     "atari100k": _ATARI100K,
     "atari100k-low-curl": _ATARI100K | dict(curl_coef=0.05),  # the paper's Pong, Freeway, Boxing, PrivateEye
     "atari100k-released": _ATARI100K | dict(curl_logit_scale=0.1),
-    # The 2-core CPU: 10k agent steps, 8400 updates, 8-9 min alone on an AMD EPYC. Deviation: the
-    # released code's logit scale 0.1 (see AtariConfig.curl_logit_scale): on RoadRunner, seed 0,
-    # it scored 950 / 950 at 20k / 40k frames, the paper's 1.0 scored 0 / 0 (random 15); BENCHMARKS.md,
-    # "Other runs". Too short for Pong, Breakout or Freeway.
+    # The 2-core CPU: 10k agent steps, 8400 updates, 7-9 min alone on an AMD EPYC. Deviation: the
+    # released code's logit scale 0.1 (see AtariConfig.curl_logit_scale): on RoadRunner it scored
+    # 950 at 20k and 40k frames on seeds 0 and 1; the paper's 1.0 scored 0 / 0 on seed 0 and 950 /
+    # 950 on seed 1 (random 15); BENCHMARKS.md, "Other runs". Too short for Pong, Breakout, Freeway.
     "cpu-smoke": dict(frames=40_000, replay_capacity=12_000, eval_every_frames=20_000, eval_episodes=2,
                       curl_logit_scale=0.1),
 }
