@@ -43,7 +43,7 @@ DEMOS = {
 # Measured with `crl demo` on 2-core CPUs: see BENCHMARKS.md.
 FP32_CPU_NOTE = ("note: bf16 convs are not faster than fp32 on this CPU (no bf16 units, or measured "
                  "slower), so the convs run in fp32 and the pixel demo takes 13-24 minutes on 2-core "
-                 "CPUs (8.5 with AMX). `crl demo --states` is the 3-minute state-based demo.")
+                 "CPUs (8.5 with AMX). `crl demo --states` is the 4-minute state-based demo.")
 
 
 def convs_in_fp32_on_cpu(agent_config, device: torch.device) -> bool:
