@@ -513,21 +513,30 @@ def execute(run: BenchRun) -> str:
 
 
 def run_all(runs: list[BenchRun]) -> list[dict[str, Any]]:
-    """Runs one after another under a progress bar; a failing run is reported and the rest go on."""
+    """Runs one after another under a progress bar; a failing run is reported and the rest go on,
+    but after an accelerator error (a device-side assert, an illegal memory access), which leaves
+    the process's CUDA context unusable, the sweep stops: running the command again goes on."""
+    import torch
     from tqdm import tqdm
 
     outcomes = []
     with tqdm(runs, desc="bench", unit="run", file=sys.stderr) as bar:
         for run in bar:
             bar.set_postfix_str(f"{run.agent} {run.task} seed {run.seed}")
+            context_lost = False
             try:
                 status, error = execute(run), ""
             except Exception as exc:  # noqa: BLE001 - one failing run must not stop a multi-day sweep
                 status, error = "failed", f"{type(exc).__name__}: {exc}"
+                context_lost = isinstance(exc, torch.AcceleratorError)
                 detail = str(exc) if isinstance(exc, SpecError) else traceback.format_exc()  # a refusal is no crash
                 tqdm.write(f"crl bench: {run.run_dir} failed:\n{detail}", file=sys.stderr)
             outcomes.append({"agent": run.agent, "task": run.task, "seed": run.seed, "run_dir": str(run.run_dir),
                              "status": status, "error": error})
+            if context_lost:
+                tqdm.write("crl bench: stopping: after this accelerator error every later run in this process "
+                           "would fail too; run the same command again to go on", file=sys.stderr)
+                break
     return outcomes
 
 

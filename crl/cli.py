@@ -102,7 +102,7 @@ def cmd_resume(args: argparse.Namespace, overrides: dict) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from crl import train
 
-    result = train.evaluate_checkpoint(args.path, episodes=args.episodes, video=args.video)
+    result = train.evaluate_checkpoint(args.path, episodes=args.episodes, video=args.video, device=args.device)
     print(json.dumps(result))
     return 0
 
@@ -131,7 +131,8 @@ def cmd_offline(args: argparse.Namespace) -> int:
     from crl import offline
 
     if args.action == "eval":
-        print(json.dumps(offline.eval_command(args.path, args.dataset, args.episodes, video=args.video), indent=2))
+        print(json.dumps(offline.eval_command(args.path, args.dataset, args.episodes, video=args.video,
+                                              device=args.device), indent=2))
         return 0
     overrides = config_overrides(args, ("updates", "seed", "device", "env"))
     result = offline.train_command(args.agent, args.dataset, args.preset, overrides, args.logdir)
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("--episodes", type=positive_int, default=10)
     p.add_argument("--video", action="store_true", help="save an mp4 of the first episode")
+    p.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("list", help="list agents, environments or presets")
@@ -222,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--dataset", help="dataset spec (default: the one the run was trained on)")
     q.add_argument("--episodes", type=positive_int, default=10)
     q.add_argument("--video", action="store_true")
+    q.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), cpu, cuda, cuda:N")
     q.set_defaults(func=cmd_offline)
 
     p = sub.add_parser("demo", help="the README's main job: DrQ learns a DMC task from pixels in minutes")

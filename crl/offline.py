@@ -275,10 +275,10 @@ def recorded_dataset(loaded: Any) -> str:
     return spec
 
 
-def eval_command(path: str, spec: str | None, episodes: int, video: bool = False) -> dict:
+def eval_command(path: str, spec: str | None, episodes: int, video: bool = False, device: str = "auto") -> dict:
     from crl import train
 
-    loaded = train.load_agent(path)
+    loaded = train.load_agent(path, device)
     try:
         spec = resolve_spec(spec) if spec is not None else recorded_dataset(loaded)
         dataset = datasets.load(spec)

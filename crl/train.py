@@ -855,9 +855,9 @@ def sb3_model(path: Path) -> Path | None:
     return path if path.name.startswith("sb3_") and path.suffix == ".zip" else None
 
 
-def load_agent(path: str | Path) -> LoadedCheckpoint:
+def load_agent(path: str | Path, device: str = "auto") -> LoadedCheckpoint:
     """The agent of a checkpoint file or of a run directory's latest checkpoint, rebuilt on its
-    evaluation env with its saved weights."""
+    evaluation env with its saved weights, on `device` (a `device` setting: "auto", "cpu", "cuda:1")."""
     path = Path(path)
     if (model := sb3_model(path)) is not None:
         raise ValueError(f"{model} is a stable-baselines3 model (agents/sb3.py), not a crl checkpoint: "
@@ -879,7 +879,7 @@ def load_agent(path: str | Path) -> LoadedCheckpoint:
     agent_config = from_dict(module.Config, config["agent_config"], f"checkpoint {path}")
     env = envs.make(run.env, **env_options(run, training=False))
     try:
-        agent = make_agent(config["agent"], env, agent_config, resolve_device("auto"))
+        agent = make_agent(config["agent"], env, agent_config, resolve_device(device))
         with restoring(checkpoint):
             agent.load_state_dict(payload["agent_state"])
     except BaseException:
@@ -903,6 +903,7 @@ def evaluate_loaded(loaded: LoadedCheckpoint, episodes: int = 10, video: bool = 
             "updates": counters.get("updates", 0), "episodes": episodes} | result | written
 
 
-def evaluate_checkpoint(path: str | Path, episodes: int = 10, video: bool = False) -> dict[str, float]:
+def evaluate_checkpoint(path: str | Path, episodes: int = 10, video: bool = False,
+                        device: str = "auto") -> dict[str, float]:
     """`crl eval`: the latest checkpoint of a run directory, or one checkpoint file."""
-    return evaluate_loaded(load_agent(path), episodes, video)
+    return evaluate_loaded(load_agent(path, device), episodes, video)

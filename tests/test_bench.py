@@ -401,6 +401,23 @@ def test_a_failing_run_is_reported_and_the_rest_go_on(tmp_path, monkeypatch):
     assert "boom" in outcomes[0]["error"]
 
 
+def test_the_sweep_stops_after_an_accelerator_error(tmp_path, monkeypatch, capsys):
+    import torch
+
+    runs = bench.plan(bench.load_spec(write_spec(tmp_path, TINY_SPEC)), ["sac"], [0, 1, 2], tmp_path / "out")
+    calls = []
+
+    def fake_execute(run):
+        calls.append(run.seed)
+        if run.seed == 1:  # CUDA's context is unusable after e.g. a device-side assert
+            raise torch.AcceleratorError("CUDA error: device-side assert triggered")
+        return "trained"
+
+    monkeypatch.setattr(bench, "execute", fake_execute)
+    assert [o["status"] for o in bench.run_all(runs)] == ["trained", "failed"] and calls == [0, 1]
+    assert "run the same command again to go on" in capsys.readouterr().err
+
+
 def test_atari_table_and_aggregate_use_human_normalised_scores(tmp_path):
     out = tmp_path / "out"
     for seed, score in enumerate((-20.7, 14.6)):

@@ -185,14 +185,14 @@ def test_offline_eval_of_a_checkpoint_file_closes_its_env(maze_file, tmp_path, m
     closed = []
     load_agent = train.load_agent
 
-    def recording_load_agent(path):
-        loaded = load_agent(path)
+    def recording_load_agent(path, device="auto"):
+        loaded = load_agent(path, device)
         close = loaded.env.close
         loaded.env.close = lambda: (closed.append(True), close())
         return loaded
 
     monkeypatch.setattr(train, "load_agent", recording_load_agent)
-    assert main(["offline", "eval", str(checkpoint), "--episodes", "1"]) == 0
+    assert main(["offline", "eval", str(checkpoint), "--episodes", "1", "--device", "cpu"]) == 0
     assert json.loads((run_dir / "offline_eval.json").read_text())["updates"] == 4 and closed == [True]
     assert main(["offline", "eval", str(checkpoint), "--dataset", str(tmp_path / "missing.hdf5")]) == 2
     assert "missing.hdf5" in capsys.readouterr().err and closed == [True, True]

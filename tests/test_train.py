@@ -130,6 +130,14 @@ def test_cli_train_eval_and_errors(tmp_path, capsys):
     shutil.copy(CheckpointManager(logdir / "checkpoints").latest(), loose)
     assert main(["eval", str(loose), "--episodes", "1", "--video"]) == 0
     assert Path(json.loads(capsys.readouterr().out)["video"]).parent == loose.parent / "videos"
+    assert main(["eval", str(logdir), "--episodes", "1", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        assert main(["eval", str(logdir), "--episodes", "1", "--device", "cuda"]) == 2
+        assert "torch sees no CUDA device" in capsys.readouterr().err
+    loaded = train.load_agent(logdir, device="cpu")
+    loaded.env.close()
+    assert {p.device.type for m in loaded.agent.modules().values() for p in m.parameters()} == {"cpu"}
     assert main(["train", "sacc", "--env", ENV]) == 2
     assert "unknown agent" in capsys.readouterr().err
     assert main(["train", "sac", "--env", ENV, "--set", "hiden_dims=3"]) == 2
