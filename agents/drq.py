@@ -334,8 +334,8 @@ class AtariAgent(Checkpointable):
         self.opt.step()
         if step % self.config.target_update_every == 0:
             soft_update(self.target_net, self.q_net, 1.0)
-        return metrics_to_floats({"q_loss": loss.detach(), "q": q.detach().mean(), "grad_norm": grad_norm,
-                                  "epsilon": torch.tensor(self.epsilon, device=self.device)})
+        return metrics_to_floats({"q_loss": loss.detach(), "q": q.detach().mean(), "grad_norm": grad_norm}) | {
+            "epsilon": float(self.epsilon)}  # a number already: no copy to the device and back
 
     @torch.no_grad()
     def td_target(self, reward, discount, next_obs) -> torch.Tensor:
