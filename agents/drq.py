@@ -240,7 +240,8 @@ ATARI_PRESETS = {
     "atari100k-drq": dict(frames=400_000, terminal_on_life_loss=True, eval_every_frames=100_000,
                           eval_episodes=100, epsilon_train=0.1, epsilon_eval=0.05),
     # a 2-core CPU: 10k agent steps, 8400 updates; the paper's agent otherwise. Learns RoadRunner
-    # in it (seed 0: eval 933 at 40k frames, random 15; 10-15 min), not Pong, Breakout or Freeway
+    # in it (eval at 40k frames 933 and 900 on seeds 0 and 1, random 15 and 5; 7-15 min), not
+    # Pong, Breakout or Freeway
     # (BENCHMARKS.md, "Other runs")
     "cpu-smoke": dict(frames=40_000, replay_capacity=12_000, eval_every_frames=20_000, eval_episodes=3),
 }
