@@ -35,8 +35,7 @@ from crl.contrastive import Bilinear, curl_loss
 from crl.encoders import ConvEncoder, resolve_precision
 from crl.rl import (Checkpointable, DuelingHead, TanhGaussianActor, Temperature, TwinQ, categorical_projection,
                     epsilon_greedy, metrics_to_floats, n_step_from_sequence, n_step_target, optimize,
-                    require_continuous_actions, require_discrete_actions, reset_noise, sac_actor_step, soft_update,
-                    with_task_settings)
+                    require_continuous_actions, require_discrete_actions, reset_noise, sac_actor_step, soft_update)
 
 
 @dataclass
@@ -94,13 +93,9 @@ PRESETS = {
 }
 
 
-# The paper's one per-task setting (its hyperparameter table): lr 2e-4 on cheetah-run.
+# The paper's one per-task setting (its hyperparameter table): lr 2e-4 on cheetah-run (applied by
+# crl.train.build_configs to each rate a preset or --set does not give).
 TASK_SETTINGS = {"dmc:cheetah-run": _CHEETAH_LR}
-
-
-def configure_for_env(config: Config, env_id: str, given: set[str]) -> Config:
-    """The paper's per-task learning rates on `env_id`, but those a preset or the user set (`given`)."""
-    return with_task_settings(config, TASK_SETTINGS.get(env_id, {}), given)
 
 
 def curl_encoder(obs_shape, feature_dim: int, compute_dtype: torch.dtype = torch.float32) -> ConvEncoder:

@@ -26,8 +26,7 @@ from crl.augment import random_shift
 from crl.encoders import ConvEncoder, resolve_precision
 from crl.rl import (Checkpointable, DuelingHead, TanhGaussianActor, Temperature, TwinQ, double_dqn_target,
                     epsilon_greedy, linear_epsilon, metrics_to_floats, n_step_from_sequence, n_step_target, optimize,
-                    require_continuous_actions, require_discrete_actions, sac_actor_step, soft_update,
-                    with_task_settings)
+                    require_continuous_actions, require_discrete_actions, sac_actor_step, soft_update)
 
 
 # ============================================================================================
@@ -87,13 +86,9 @@ PRESETS = {
 }
 
 
-# The paper's one per-task setting (Table 1): lr 2e-4 on cheetah-run, 1e-3 elsewhere.
+# The paper's one per-task setting (Table 1): lr 2e-4 on cheetah-run, 1e-3 elsewhere (applied by
+# crl.train.build_configs unless a preset or --set gives lr).
 TASK_SETTINGS = {"dmc:cheetah-run": {"lr": 2e-4}}
-
-
-def configure_for_env(config: Config, env_id: str, given: set[str]) -> Config:
-    """The paper's per-task lr on `env_id`, unless a preset or the user set lr (`given`)."""
-    return with_task_settings(config, TASK_SETTINGS.get(env_id, {}), given)
 
 
 class Agent(Checkpointable):
@@ -241,8 +236,7 @@ ATARI_PRESETS = {
                           eval_episodes=100, epsilon_train=0.1, epsilon_eval=0.05),
     # a 2-core CPU: 10k agent steps, 8400 updates; the paper's agent otherwise. Learns RoadRunner
     # in it (eval at 40k frames 933 and 900 on seeds 0 and 1, random 15 and 5; 7-15 min), not
-    # Pong, Breakout or Freeway
-    # (BENCHMARKS.md, "Other runs")
+    # Pong, Breakout or Freeway (BENCHMARKS.md, "Other runs")
     "cpu-smoke": dict(frames=40_000, replay_capacity=12_000, eval_every_frames=20_000, eval_episodes=3),
 }
 

@@ -25,8 +25,7 @@ from torch import Tensor, nn
 from crl.augment import random_shift_bilinear
 from crl.encoders import DrQV2Encoder, Trunk, resolve_precision
 from crl.rl import (Checkpointable, DeterministicActor, TwinQ, frozen, linear_schedule, metrics_to_floats,
-                    n_step_target, noisy_action, require_continuous_actions, soft_update,
-                    with_task_settings)
+                    n_step_target, noisy_action, require_continuous_actions, soft_update)
 
 # Exploration std schedules of the released configs, by task difficulty: linear 1.0 -> 0.1 over
 # this many steps.
@@ -40,8 +39,10 @@ TASK_DIFFICULTY = {
                      "reacher-hard", "walker-run"), "medium"),
     **dict.fromkeys(("humanoid-stand", "humanoid-walk", "humanoid-run"), "hard"),
 }
-# ... and the released humanoid configs' own lr and feature_dim.
-TASK_SETTINGS = dict.fromkeys(("humanoid-stand", "humanoid-walk", "humanoid-run"), {"lr": 8e-5, "feature_dim": 100})
+# ... and the released humanoid configs' own lr and feature_dim (crl.train.build_configs applies
+# them unless a preset or --set gives the field).
+TASK_SETTINGS = dict.fromkeys(("dmc:humanoid-stand", "dmc:humanoid-walk", "dmc:humanoid-run"),
+                              {"lr": 8e-5, "feature_dim": 100})
 
 COUNTERS = ("agent_steps", "frames", "updates")
 
@@ -108,14 +109,11 @@ PRESETS = {
 }
 
 
-def configure_for_env(config: Config, env_id: str, given: set[str]) -> Config:
-    """The released per-task settings for `env_id`: the difficulty's std schedule where it is
-    "auto", and the humanoid lr and feature_dim unless a preset or the user set them (`given`)."""
-    task = env_id.partition(":")[2]
-    config = with_task_settings(config, TASK_SETTINGS.get(task, {}), given)
-    if config.stddev_schedule == "auto":
-        config = dataclasses.replace(config, stddev_schedule=TASK_DIFFICULTY.get(task, "easy"))
-    return config
+def configure_for_env(config: Config, env_id: str) -> Config:
+    """The released std schedule of `env_id`'s difficulty where the config's is "auto"."""
+    if config.stddev_schedule != "auto":
+        return config
+    return dataclasses.replace(config, stddev_schedule=TASK_DIFFICULTY.get(env_id.partition(":")[2], "easy"))
 
 
 def parse_stddev_schedule(spec) -> tuple[float, float, int]:

@@ -89,8 +89,8 @@ PRECISIONS = ("float32", "bfloat16", "auto")
 def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype:
     """The conv encoders' compute dtype for an agent's ``precision`` setting: "float32" (the
     papers'), "bfloat16", or "auto" = bfloat16 where it is native and fast (a CUDA GPU of compute
-    capability 8.0 or more, where cuDNN has bf16 convs; a CPU whose bf16 convs ran at least ``BF16_MIN_SPEEDUP`` times faster than fp32 in
-    :func:`cpu_bf16_conv_speedup`), else float32."""
+    capability 8.0 or more, where cuDNN has bf16 convs; a CPU whose bf16 convs ran at least
+    ``BF16_MIN_SPEEDUP`` times faster than fp32 in :func:`cpu_bf16_conv_speedup`), else float32."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":

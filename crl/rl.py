@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import dataclasses
 import math
 from typing import Sequence
 
@@ -15,12 +14,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crl.encoders import MLP
-
-
-def with_task_settings(config, settings: dict, given: set[str]):
-    """`config` with a paper's per-task `settings` (field: value), but for the fields that a preset
-    or the user set (`given`): an agent module's `configure_for_env` hook (crl.train.build_configs)."""
-    return dataclasses.replace(config, **{name: value for name, value in settings.items() if name not in given})
 
 
 @torch.no_grad()

@@ -196,8 +196,13 @@ def build_configs(agent_name: str, preset: str | None, overrides: dict[str, Any]
     run, agent = split_settings(agent_name, settings, f"preset {preset!r} / --set" if preset else "--set")
     agent_config = from_dict(module.Config, agent, f"{agent_name} config")
     run_config = from_dict(RunConfig, run, "run config")
-    if hasattr(module, "configure_for_env"):  # the paper's per-task settings (DrQ, CURL, DrQ-v2)
-        agent_config = module.configure_for_env(agent_config, run_config.env, set(agent))
+    # the paper's per-task settings (an agent module's TASK_SETTINGS: env id -> {field: value}), but
+    # for the fields a preset or --set gave
+    task_settings = getattr(module, "TASK_SETTINGS", {}).get(run_config.env, {})
+    agent_config = replace(agent_config, {name: value for name, value in task_settings.items() if name not in agent},
+                           f"{agent_name}'s TASK_SETTINGS for {run_config.env}")
+    if hasattr(module, "configure_for_env"):  # what the agent derives from the task (DrQ-v2's std schedule)
+        agent_config = module.configure_for_env(agent_config, run_config.env)
     check_agent_values(agent_name, agent_config)
     return run_config, agent_config
 

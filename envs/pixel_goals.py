@@ -17,13 +17,11 @@ kinematic). Stacking frames would restore it; not done here yet.
 
 from __future__ import annotations
 
-import os
-
 import gymnasium as gym
 import numpy as np
 
 from crl.envs.goals import make_goal_env
-from crl.envs.rendering import RenderingBackendError, explain_failure
+from crl.envs.rendering import backend_error
 
 DEFAULT_SIZE = 64
 TOP_DOWN_ELEVATION = -90.0  # degrees: looking straight down
@@ -113,9 +111,7 @@ class PixelGoalMaze(gym.Wrapper):
         try:
             renderer = mujoco.Renderer(self._model, self.size, self.size)
         except Exception as error:  # noqa: BLE001 - a broken GL stack fails in many ways
-            chosen = os.environ.get("MUJOCO_GL", "egl")
-            reason = f"{type(error).__name__}: {error}"
-            raise RenderingBackendError(explain_failure(chosen, reason)) from error
+            raise backend_error(error) from error
         return renderer, top_down_camera(self._model, self._maze)
 
 

@@ -55,8 +55,7 @@ def import_suite():
     try:
         from dm_control import suite
     except Exception as error:  # noqa: BLE001 - a broken GL stack fails in many ways on import
-        chosen = os.environ.get("MUJOCO_GL", "egl")
-        raise RenderingBackendError(explain_failure(chosen, f"{type(error).__name__}: {error}")) from error
+        raise backend_error(error) from error
     return suite
 
 
@@ -68,12 +67,16 @@ def ensure_rendering_backend() -> None:
     global _checked
     if _checked:
         return
-    chosen = os.environ.get("MUJOCO_GL", "egl")
     try:
         exec(_PROBE, {})  # noqa: S102 - our own constant: one 16x16 render in this process
     except Exception as error:  # noqa: BLE001 - any failure here means no usable GL context
-        raise RenderingBackendError(explain_failure(chosen, f"{type(error).__name__}: {error}")) from error
+        raise backend_error(error) from error
     _checked = True
+
+
+def backend_error(error: Exception) -> RenderingBackendError:
+    """`error` (a failed render) explained: every MUJOCO_GL value tried, and what to install."""
+    return RenderingBackendError(explain_failure(os.environ.get("MUJOCO_GL", "egl"), f"{type(error).__name__}: {error}"))
 
 
 def explained(render):
@@ -84,8 +87,7 @@ def explained(render):
     except Exception as error:  # noqa: BLE001 - a GL failure surfaces as many exception types
         if not is_gl_failure(error):
             raise
-        chosen = os.environ.get("MUJOCO_GL", "egl")
-        raise RenderingBackendError(explain_failure(chosen, f"{type(error).__name__}: {error}")) from error
+        raise backend_error(error) from error
 
 
 def is_gl_failure(error: Exception) -> bool:
