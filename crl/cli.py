@@ -122,7 +122,8 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         return 0
     result = offline.collect_command(args.env, args.policy, args.episodes, out=args.out, minari_id=args.minari_id,
                                      seed=args.seed, style=args.style, noise=args.noise,
-                                     max_episode_steps=args.max_episode_steps, minari_root=args.minari_root)
+                                     max_episode_steps=args.max_episode_steps, minari_root=args.minari_root,
+                                     device=args.device)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -147,6 +148,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+DEVICE_HELP = "auto (a GPU if torch sees one), cpu, cuda, cuda:N"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crl", description="Contrastive reinforcement-learning agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", help="named preset; `crl list presets`")
     p.add_argument("--frames", type=int, help="budget in frames (action repeat counted)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--logdir", help="run directory (default runs/AGENT_ENV_sSEED, ':' in ENV as '_')")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
     p.add_argument("--set", nargs="*", action="extend", metavar="FIELD=VALUE",
@@ -168,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
     p.add_argument("--episodes", type=positive_int, default=10)
     p.add_argument("--video", action="store_true", help="save an mp4 of the first episode")
-    p.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("list", help="list agents, environments or presets")
@@ -200,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--style", default="diverse", help="mazes: diverse (random goal and start) or fixed-goal")
     q.add_argument("--noise", type=float, help="action noise (planner default 0.5, checkpoints 0)")
     q.add_argument("--max-episode-steps", type=int, help="truncate episodes earlier than the env's limit")
+    q.add_argument("--device", default="auto", help=DEVICE_HELP)
     q.set_defaults(func=cmd_dataset)
     q = dsub.add_parser("info", help="episodes, steps, returns and the data's own score")
     q.add_argument("spec", help="d4rl:PATH, minari:ID_OR_PATH, a .hdf5 file, a Minari folder or id")
@@ -214,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--preset", help="named preset, e.g. offline; `crl list presets`")
     q.add_argument("--updates", type=int, help="budget in gradient steps")
     q.add_argument("--seed", type=int)
-    q.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    q.add_argument("--device", help=DEVICE_HELP)
     q.add_argument("--logdir", help="run directory (default runs/offline_AGENT_DATASET_sSEED)")
     q.add_argument("--set", nargs="*", action="extend", metavar="FIELD=VALUE",
                    help="override any config field (repeatable)")
@@ -224,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--dataset", help="dataset spec (default: the one the run was trained on)")
     q.add_argument("--episodes", type=positive_int, default=10)
     q.add_argument("--video", action="store_true")
-    q.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), cpu, cuda, cuda:N")
+    q.add_argument("--device", default="auto", help=DEVICE_HELP)
     q.set_defaults(func=cmd_offline)
 
     p = sub.add_parser("demo", help="the README's main job: DrQ learns a DMC task from pixels in minutes")

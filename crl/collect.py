@@ -47,13 +47,14 @@ def collect(env_id: str | None, policy: str | Path, episodes: int, *, seed: int 
             style: str = "diverse", noise: float | None = None, max_episode_steps: int | None = None,
             progress: bool = True, goal_cell: tuple[int, int] | None = None,
             start_cell: tuple[int, int] | None = None, env_options: dict | None = None,
-            first_episode: int = 0):
+            first_episode: int = 0, device: str = "auto"):
     """Records `episodes` episodes of `policy` in `env_id` as a `crl.datasets.Dataset`.
 
     noise: None picks the policy's default (the planner's DEFAULT_NOISE, 0 for checkpoints;
     unused by "random"). max_episode_steps: a step limit below the env's own (the episode is then
     truncated there). goal_cell / start_cell pin maze cells (row, col) in every episode.
     first_episode: the index of the first episode (the episodes are first_episode, ...).
+    device: where a checkpoint's agent runs (a `device` setting: "auto", "cpu", "cuda:1").
     env_id may be None for a checkpoint (its own env); for a checkpoint it must match the run's.
 
     Metadata: env_id, policy, noise, seed, episodes, max_episode_steps, steps (transitions); for
@@ -65,7 +66,7 @@ def collect(env_id: str | None, policy: str | Path, episodes: int, *, seed: int 
 
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
-    source = CollectionSource.build(env_id, policy, noise, env_options or {})
+    source = CollectionSource.build(env_id, policy, noise, env_options or {}, device)
     is_maze = source.env_id.partition(":")[0] in ("maze", "antmaze", "maze-pixels")
     check_episode_limit(source, max_episode_steps)
     if is_maze:
@@ -167,7 +168,8 @@ class CollectionSource:
     about_policy: dict = field(default_factory=dict)  # e.g. the checkpoint's counters
 
     @classmethod
-    def build(cls, env_id: str | None, policy: str | Path, noise: float | None, env_options: dict):
+    def build(cls, env_id: str | None, policy: str | Path, noise: float | None, env_options: dict,
+              device: str = "auto"):
         if str(policy) == "random":
             if noise is not None:
                 raise ValueError("the 'random' policy takes no noise: its actions are uniform already")
@@ -176,7 +178,7 @@ class CollectionSource:
         if str(policy) == "planner":
             return cls._planner(env_id, noise, env_options)
         if Path(policy).exists():
-            return cls._checkpoint(env_id, Path(policy), noise, env_options)
+            return cls._checkpoint(env_id, Path(policy), noise, env_options, device)
         raise ValueError(f"unknown policy {str(policy)!r}: use 'random', 'planner' (mazes) or the path "
                          "of a crl checkpoint file or run directory")
 
@@ -202,11 +204,11 @@ class CollectionSource:
         return cls(env_id, env, noise, for_episode)
 
     @classmethod
-    def _checkpoint(cls, env_id, path: Path, noise, env_options):
+    def _checkpoint(cls, env_id, path: Path, noise, env_options, device):
         from crl.train import env_options as run_env_options
         from crl.train import load_agent
 
-        loaded = load_agent(path)  # the agent, built on its own evaluation env
+        loaded = load_agent(path, device)  # the agent, built on its own evaluation env
         agent, run_env_id, env = loaded.agent, loaded.run.env, loaded.env
         if env_id is not None and env_id != run_env_id:
             env.close()

@@ -31,7 +31,8 @@ def compact(value: Any, limit: int = 8) -> Any:
 
 def collect_command(env_id: str | None, policy: str, episodes: int, *, out: str | None, minari_id: str | None,
                     seed: int = 0, style: str = "diverse", noise: float | None = None,
-                    max_episode_steps: int | None = None, minari_root: str | None = None) -> dict:
+                    max_episode_steps: int | None = None, minari_root: str | None = None,
+                    device: str = "auto") -> dict:
     from crl.collect import collect
 
     if (out is None) == (minari_id is None):
@@ -42,7 +43,7 @@ def collect_command(env_id: str | None, policy: str, episodes: int, *, out: str 
         if target.exists():
             raise FileExistsError(f"{target} exists: choose another --minari-id, or remove it first")
     dataset = collect(env_id, policy, episodes, seed=seed, style=style, noise=noise,
-                      max_episode_steps=max_episode_steps)
+                      max_episode_steps=max_episode_steps, device=device)
     if out is not None:
         datasets.write_d4rl(out, dataset)
         where = str(out)

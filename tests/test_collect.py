@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from crl import envs, train
 from crl.collect import collect
@@ -232,6 +233,19 @@ def test_collect_from_a_checkpoint(tiny_run):
     assert data.metadata["checkpoint_frames"] == 1200 and data.metadata["checkpoint_updates"] > 0
     with pytest.raises(ValueError, match="trained on"):
         collect("dmc-state:cartpole-swingup", tiny_run, 1, progress=False)
+    assert_same(data, collect(None, tiny_run, 2, seed=3, progress=False, device="cpu"))
+
+
+def test_collect_from_a_checkpoint_on_a_device_that_is_not_there(tiny_run, tmp_path, capsys):
+    from crl.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "data.hdf5"
+    argv = ["dataset", "collect", "--policy", str(tiny_run), "--episodes", "1", "--out", str(out)]
+    assert main([*argv, "--device", "cuda:1"]) == 2
+    assert "'cuda:1' was asked for, but torch sees no CUDA device" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_round_trip_through_d4rl_and_minari_files(tmp_path):

@@ -145,6 +145,9 @@ def test_cli_train_eval_and_errors(tmp_path, capsys):
     assert main(["train", "sac", "--resume", str(logdir), "--set", "batch_size=64"]) == 2
     assert "batch_size" in capsys.readouterr().err
     assert main(["train", "sac", "--resume", str(tmp_path / "nothing")]) == 2
+    if not torch.cuda.is_available():  # an ordinal is a device name train takes, as eval does
+        assert main(["train", "sac", "--env", ENV, "--device", "cuda:1", "--logdir", str(tmp_path / "gpu")]) == 2
+        assert "'cuda:1' was asked for, but torch sees no CUDA device" in capsys.readouterr().err
     assert main(["list", "presets"]) == 0
     assert "sac cpu-smoke" in capsys.readouterr().out
 
