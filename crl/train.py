@@ -207,6 +207,14 @@ def build_configs(agent_name: str, preset: str | None, overrides: dict[str, Any]
     return run_config, agent_config
 
 
+def task_settings_notice(agent_name: str, env: str, agent_config) -> str | None:
+    """Which of the agent's per-task paper settings (TASK_SETTINGS) the config holds on `env`, as
+    a run prints it at its start (None where the agent has none for `env`)."""
+    settings = getattr(agent_module(agent_name), "TASK_SETTINGS", {}).get(env, {})
+    held = [f"{name}={value}" for name, value in settings.items() if getattr(agent_config, name) == value]
+    return f"{agent_name} on {env}: the paper's per-task settings {', '.join(held)}" if held else None
+
+
 def env_options(run: RunConfig, training: bool) -> dict[str, Any]:
     suite = run.env.partition(":")[0]
     if suite == "dmc":
@@ -310,6 +318,8 @@ class OnlineTrainer:
         self.agent = make_agent(agent_name, self.eval_env, agent_config, self.device)
         if getattr(agent_config, "precision", None) == "auto":
             print(auto_precision_notice(self.device), file=sys.stderr)
+        if notice := task_settings_notice(agent_name, run.env, agent_config):
+            print(notice, file=sys.stderr)
         stack = frame_stack_of(self.eval_env)
         self.replay = EpisodeReplay(run.replay_capacity, frame_stack=stack, num_streams=run.num_envs,
                                     seed=run.seed)

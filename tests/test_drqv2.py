@@ -403,3 +403,11 @@ def test_given_settings_win_over_the_tasks():
                                                     "stddev_schedule": "0.2"})
     assert (config.stddev_schedule, config.lr, config.feature_dim) == ("0.2", 3e-4, 100)
     assert parse_stddev_schedule(Config().stddev_schedule) == DIFFICULTY["easy"]  # no task: easy
+
+
+def test_a_run_names_the_per_task_settings_it_holds():
+    _, config = train.build_configs("drqv2", None, {"env": "dmc:humanoid-walk", "lr": "3e-4"})
+    assert train.task_settings_notice("drqv2", "dmc:humanoid-walk", config) == (
+        "drqv2 on dmc:humanoid-walk: the paper's per-task settings feature_dim=100")  # not the lr given
+    _, config = train.build_configs("drqv2", None, {"env": "dmc:walker-walk"})
+    assert train.task_settings_notice("drqv2", "dmc:walker-walk", config) is None
