@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import platform
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -33,6 +34,27 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     except (OSError, AttributeError):  # not glibc (musl, macOS)
         return False
+
+
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (/proc/cpuinfo's first "model name"; else what platform reports)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_label() -> str:
+    """The CPU's name and its widest matrix units: one model name (e.g. "AMD EPYC") covers CPUs
+    with and without bf16 units, whose timings differ several-fold."""
+    flags = cpu_flags()
+    units = ("AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags
+             else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None)
+    return f"{cpu_name()}, {units}" if units else cpu_name()
 
 
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:

@@ -22,10 +22,11 @@ import torch
 from crl import envs
 from crl.checkpoint import CheckpointError, CheckpointManager, check_compatible, load_checkpoint
 from crl.config import ConfigError, field_names, from_dict, replace, to_dict, unknown_field_error
-from crl.encoders import auto_precision_notice
+from crl.encoders import auto_precision_notice, resolve_precision
 from crl.logger import Logger, Progress, save_video, write_config
 from crl.registry import agent_module
 from crl.replay import EpisodeReplay, NothingToSample
+from crl.system import cpu_label
 
 
 @dataclass
@@ -297,6 +298,18 @@ def invoking_command() -> str | None:
     return shlex.join(["crl", *sys.argv[1:]]) if Path(sys.argv[0]).name == "crl" else None
 
 
+def where_it_ran(device: torch.device, agent_config) -> dict[str, Any]:
+    """The machine a run's start or resume ran on (config.yaml's `ran_on` holds one per command):
+    the speed, and what `precision` auto resolves to (the convs' dtype), differ by machine."""
+    record: dict[str, Any] = {"device": str(device), "cpu": cpu_label(), "threads": torch.get_num_threads(),
+                              "torch": str(torch.__version__)}  # (a TorchVersion, which yaml cannot write)
+    if device.type == "cuda":
+        record["gpu"] = torch.cuda.get_device_name(device)
+    if (precision := getattr(agent_config, "precision", None)) is not None:
+        record["precision"] = str(resolve_precision(precision, device)).removeprefix("torch.")
+    return record
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -330,7 +343,9 @@ class OnlineTrainer:
         self.episode_returns = np.zeros(run.num_envs)
         self.last_eval: dict[str, float] = {}
         self.wall_start = time.time()
-        self.commands: dict[str, Any] = {"command": invoking_command()}  # see resumed_commands
+        # see resumed_commands
+        self.commands: dict[str, Any] = {"command": invoking_command(),
+                                         "ran_on": [where_it_ran(self.device, agent_config)]}
 
     # -- configuration on disk ----------------------------------------------------------------
 
@@ -584,7 +599,7 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
     except BaseException:
         trainer.close()
         raise
-    trainer.commands = commands
+    trainer.commands = commands | {"ran_on": [*commands["ran_on"], *trainer.commands["ran_on"]]}
     if run.frames < trainer.counters["frames"]:
         raise ValueError(f"{manager.loaded_path} is at {trainer.counters['frames']} frames, past --frames "
                          f"{run.frames}: a resume can only go on (evaluate it with `crl eval {manager.loaded_path}`)")
@@ -609,14 +624,19 @@ def carried_resumable_fields(recorded_run: Any, saved_run: dict) -> dict[str, An
 
 
 def resumed_commands(earlier: dict) -> dict[str, Any]:
-    """config.yaml keeps the command that made the run, and lists each resume's command after it."""
+    """config.yaml keeps the command that made the run, and lists each resume's command after it;
+    `ran_on` (the machines, see where_it_ran) is carried over for the resume to add its own."""
     now = invoking_command()
     before = earlier.get("resumed_with") or []
     if not isinstance(before, list) or not all(isinstance(c, str) for c in before):
         raise ValueError(f"the run's recorded 'resumed_with' must be a list of commands, got {before!r} "
                          "(config.yaml edited?)")
+    ran_on = earlier.get("ran_on") or []  # none in runs made before crl recorded it
+    if not isinstance(ran_on, list) or not all(isinstance(r, dict) for r in ran_on):
+        raise ValueError(f"the run's recorded 'ran_on' must be a list of mappings, got {ran_on!r} "
+                         "(config.yaml edited?)")
     resumes = [*before, *([now] if now else [])]
-    return {"command": earlier.get("command"), "resumed_with": resumes}
+    return {"command": earlier.get("command"), "resumed_with": resumes, "ran_on": ran_on}
 
 
 def read_run_config(run_dir: str | Path) -> dict:
@@ -808,6 +828,7 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
                   | (extra_config or {}))
         if payload is not None and "command" in config:
             config |= resumed_commands(payload["config"])
+        config["ran_on"] = [*config.get("ran_on", []), where_it_ran(device, agent_config)]
         write_config(run_dir, config)
 
         def save():

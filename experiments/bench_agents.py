@@ -25,9 +25,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from benchlib import command_line, cpu_label, interleaved_wall_times, machine_line, matmul_gflops, write_section
+from benchlib import command_line, interleaved_wall_times, machine_line, matmul_gflops, write_section
 from crl.encoders import BF16_MIN_SPEEDUP, auto_precision_notice, conv_flops
-from crl.system import cpu_has_bf16_units, keep_freed_memory
+from crl.system import cpu_has_bf16_units, cpu_label, keep_freed_memory
 
 ACTION_DIM = 6
 # Untimed updates first: with crl's allocator setting the heap grows over the first few updates

@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchlib import (command_line, cpu_name, interleaved_wall_times, matmul_gflops, median_seconds, wall_times,
+from benchlib import (command_line, interleaved_wall_times, matmul_gflops, median_seconds, wall_times,
                       write_section)
 from crl import augment
 from crl.encoders import ConvEncoder, conv_flops
+from crl.system import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 

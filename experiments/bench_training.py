@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from benchlib import command_line, cpu_label, machine_line, write_section
+from benchlib import command_line, machine_line, write_section
 from crl import train
-from crl.system import cpu_has_bf16_units, keep_freed_memory
+from crl.system import cpu_has_bf16_units, cpu_label, keep_freed_memory
 
 TITLE = "Training throughput (pixel agents, rendering included)"
 

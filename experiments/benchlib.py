@@ -15,30 +15,10 @@ from pathlib import Path
 import torch
 
 from crl.fileio import atomic_write_bytes
-from crl.system import cpu_flags
+from crl.system import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def cpu_label() -> str:
-    """The CPU's name and its widest matrix units, for section titles: one model name (e.g. "AMD
-    EPYC") covers CPUs with and without bf16 units, whose timings differ several-fold."""
-    flags = cpu_flags()
-    units = ("AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags
-             else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None)
-    return f"{cpu_name()}, {units}" if units else cpu_name()
 
 
 def machine_line() -> str:

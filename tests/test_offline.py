@@ -63,6 +63,7 @@ def test_offline_train_resumes_where_it_stopped(maze_file, tmp_path, monkeypatch
     config = read_config(tmp_path)  # the command that made the run, then each resume's
     assert config["command"] == shlex.join(["crl", *args, "--updates", "10"])
     assert config["resumed_with"] == [shlex.join(["crl", *args, "--updates", n]) for n in ("15", "20")]
+    assert [record["device"] for record in config["ran_on"]] == ["cpu"] * 3  # the machine of each command
     capsys.readouterr()
     # the finished run again: its policy's score, nothing trained, logged or recorded
     config_text, eval_text = (tmp_path / "config.yaml").read_text(), (tmp_path / "eval.csv").read_text()

@@ -260,7 +260,7 @@ def test_resume_refuses_an_agent_other_than_the_recorded_one(run_copy, capsys):
     assert snapshot(run_copy) == before
 
 
-def test_resume_applies_and_records_the_resumable_fields(run_copy, monkeypatch):
+def test_resume_applies_and_records_the_resumable_fields(run_copy, finished_run, monkeypatch):
     write_config(run_copy, read_config(run_copy) | {"command": "crl train sac --frames 2000"})
     argv = ["train", "sac", "--resume", str(run_copy), "--frames", "4000", "--device", "cpu", "--set",
             "eval_every_frames=1000", "eval_episodes=2", "keep_checkpoints=1"]
@@ -269,6 +269,10 @@ def test_resume_applies_and_records_the_resumable_fields(run_copy, monkeypatch):
     config = read_config(run_copy)  # the command that made the run, then the resume's
     assert config["command"] == "crl train sac --frames 2000"
     assert config["resumed_with"] == [shlex.join(["crl", *argv])]
+    # and the machine of each: the start's entry carried over, the resume's added
+    assert len(config["ran_on"]) == 2 and config["ran_on"][0] == read_config(finished_run)["ran_on"][0]
+    assert config["ran_on"][1] | {"cpu": "?"} == {"device": "cpu", "cpu": "?", "threads": torch.get_num_threads(),
+                                                   "torch": str(torch.__version__), "precision": "float32"}
     assert list(pd.read_csv(run_copy / "eval.csv").frames) == [2000, 3000, 4000]
     recorded = read_config(run_copy)["run"]
     assert (recorded["frames"], recorded["eval_every_frames"], recorded["eval_episodes"]) == (4000, 1000, 2)
@@ -282,6 +286,9 @@ def test_resume_refuses_a_malformed_resume_record_and_conflicting_budgets(run_co
     assert main(["train", "sac", "--resume", str(run_copy), "--frames", "3000"]) == 2
     assert "recorded 'resumed_with' must be a list of commands, got 5" in capsys.readouterr().err
     assert snapshot(run_copy) == before
+    write_config(run_copy, read_config(run_copy) | {"resumed_with": [], "ran_on": "a laptop"})
+    assert main(["train", "sac", "--resume", str(run_copy), "--frames", "3000"]) == 2
+    assert "recorded 'ran_on' must be a list of mappings, got 'a laptop'" in capsys.readouterr().err
     assert main(["train", "sac", "--resume", str(run_copy), "--frames", "3000", "--set", "frames=4000"]) == 2
     assert "--frames 3000 and --set frames=4000 disagree" in capsys.readouterr().err
     from crl.cli import same_value
