@@ -382,15 +382,12 @@ def read_eval_csv(path: Path) -> list[dict[str, str]]:
     """The rows of an eval.csv that the logger would keep on resuming (`crl.logger.complete_rows`:
     less a last line cut short by a crash, whose numbers may be truncated, and rows that do not have
     the header's width); a file that is not UTF-8 CSV text, or holds NUL bytes, is UnreadableEval."""
-    from crl.logger import complete_rows
+    from crl.logger import complete_rows, read_csv
 
     try:
-        text = path.read_text(encoding="utf-8")
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise UnreadableEval(f"{path} is not a readable CSV file: {error}") from None
-    if "\0" in text:
-        raise UnreadableEval(f"{path} is not a readable CSV file: it holds NUL bytes")
+        _, rows = read_csv(path)
+    except ValueError as error:
+        raise UnreadableEval(str(error)) from None
     return complete_rows(path, rows)
 
 

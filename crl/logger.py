@@ -37,16 +37,20 @@ _FIXED = COUNTERS + ("wall_time",)
 KINDS = ("train", "eval")
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of a log CSV (none for a missing or empty file); a file that is not
+    UTF-8 CSV text, or holds NUL bytes, is a ValueError naming it."""
     if not path.exists() or path.stat().st_size == 0:
         return [], []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            fields = list(reader.fieldnames or [])
-            rows = [row for row in reader]
+        text = path.read_text(encoding="utf-8")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        fields = list(reader.fieldnames or [])
+        rows = [row for row in reader]
     except (UnicodeDecodeError, csv.Error) as e:
         raise ValueError(f"{path} is not a readable CSV file: {e}") from None
+    if "\0" in text:
+        raise ValueError(f"{path} is not a readable CSV file: it holds NUL bytes")
     return fields, rows
 
 
@@ -134,7 +138,7 @@ class Logger:
                 if path.exists():
                     path.unlink()
                 continue
-            fields, rows = _read_csv(path)
+            fields, rows = read_csv(path)
             if fields and not rows and _ends_mid_line(path):
                 path.unlink()  # the header itself was cut short
                 continue
@@ -246,7 +250,7 @@ class Logger:
     def _rewrite_with(self, kind: str, fields: list[str]) -> None:
         self._close_file(kind)
         path = self.csv_path(kind)
-        _, rows = _read_csv(path)
+        _, rows = read_csv(path)
         atomic_write_bytes(path, _csv_bytes(fields, rows))
         self._open(kind, fields)
 
@@ -409,7 +413,7 @@ def _default_label(csv_path: Path) -> str:
 
 
 def _load_xy(csv_path: Path, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
-    fields, rows = _read_csv(csv_path)
+    fields, rows = read_csv(csv_path)
     if not fields:
         raise ValueError(f"{csv_path} is empty: the run has logged no evaluation yet")
     for col in (x, y):

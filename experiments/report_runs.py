@@ -9,14 +9,13 @@ Each run's `crl train` command comes from its config.yaml, so the section says h
 from __future__ import annotations
 
 import argparse
-import csv
 import shlex
 from pathlib import Path
 
 import pandas as pd
 
 from benchlib import ROOT, command_line, machine_line, write_section
-from crl.logger import complete_rows, plot_curves, read_config
+from crl.logger import complete_rows, plot_curves, read_config, read_csv
 
 
 def note_elided(command: str, note: str) -> str:
@@ -35,10 +34,9 @@ def run_command(config: dict) -> str:
 def run_rows(run_dir: Path, metric: str, x: str) -> list[str]:
     config = read_config(run_dir)
     path = run_dir / "eval.csv"
-    with open(path, newline="", encoding="utf-8") as f:  # less a last line a crash cut short
-        reader = csv.DictReader(f)
-        rows = complete_rows(path, list(reader))
-    evals = pd.DataFrame(rows, columns=reader.fieldnames).apply(pd.to_numeric, errors="coerce")
+    fields, rows = read_csv(path)
+    rows = complete_rows(path, rows)  # less a last line a crash cut short
+    evals = pd.DataFrame(rows, columns=fields).apply(pd.to_numeric, errors="coerce")
     minutes = evals.wall_time / 60
     digits = 2 if metric in ("success", "final_success") else 0
     curve = ", ".join(f"{v:.{digits}f} @ {n / 1000:g}k ({m:.0f} min)"

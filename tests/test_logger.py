@@ -129,6 +129,9 @@ def test_a_csv_that_is_not_utf8_is_named_in_the_error(tmp_path):
         Logger(tmp_path, tensorboard=False, resume_frames=100)
     with pytest.raises(ValueError, match=f"{path} is not a readable CSV file"):
         plot_curves(path, tmp_path / "curves.png")
+    path.write_text("frames,episode_return\n10,1\0\n")  # a NUL byte: a corrupted file, not text
+    with pytest.raises(ValueError, match=f"{path} is not a readable CSV file: it holds NUL bytes"):
+        Logger(tmp_path, tensorboard=False, resume_frames=100)
 
 
 def test_tensorboard_scalars_and_resume_purge(tmp_path):
