@@ -1226,14 +1226,22 @@ def summary(dataset: Dataset) -> dict:
                         for k, v in _obs_fields(first.observations).items()},
         "action": {"shape": list(np.asarray(first.actions).shape[1:]), "dtype": str(np.asarray(first.actions).dtype)},
     }
-    if _is_goal_data(dataset):
-        # Goal data is scored by success, as `crl dataset eval` does: AntMaze's files reward every
-        # step near the goal, so a summed return is not D4RL's 0..1-range episode score.
-        info["success_rate"] = success_rate(dataset)
-    else:
-        try:
-            info["normalized_score"] = normalized_score(returns.mean(), dataset=dataset)
-        except ValueError:
-            pass
+    score = dataset_score(dataset)
+    info |= {"success_rate": score["success"]} if "success" in score else (
+        {"normalized_score": score["normalized_score"]} if "normalized_score" in score else {})
     info["metadata"] = _jsonable(dataset.metadata)
     return info
+
+
+def dataset_score(dataset: Dataset) -> dict[str, float]:
+    """The data's own score, what a policy trained on it is compared with: the success rate for goal
+    data (AntMaze's files reward every step near the goal, so a summed return is not D4RL's
+    0..1-range episode score), else the mean return and, where D4RL has references, its
+    normalised score."""
+    if _is_goal_data(dataset):
+        return {"success": success_rate(dataset)}
+    mean = float(episode_returns(dataset).mean())
+    try:
+        return {"episode_return": mean, "normalized_score": normalized_score(mean, dataset=dataset)}
+    except ValueError:
+        return {"episode_return": mean}

@@ -74,21 +74,6 @@ def info_command(spec: str) -> dict:
     return compact(datasets.summary(datasets.load(spec)))
 
 
-def dataset_score(dataset: datasets.Dataset) -> dict[str, float]:
-    """The dataset's own score: success rate for goal data, else the D4RL normalised score."""
-    try:
-        return {"success": datasets.success_rate(dataset)}
-    except ValueError:
-        pass
-    returns = datasets.episode_returns(dataset)
-    score = {"episode_return": float(returns.mean())}
-    try:
-        score["normalized_score"] = datasets.normalized_score(returns.mean(), dataset=dataset)
-    except ValueError:
-        pass
-    return score
-
-
 def policy_score(result: dict[str, Any], dataset: datasets.Dataset) -> dict[str, float]:
     """An evaluation result in the dataset's terms (normalised score when references exist)."""
     score = {k: result[k] for k in ("success", "final_success", "episode_return") if k in result}
@@ -262,7 +247,7 @@ def train_command(agent_name: str, spec: str, preset: str | None, overrides: dic
     with train.removed_if_left_empty(run_dir, created):  # a start that failed leaves nothing
         result = train.train_offline(agent_name, run, agent_config, replay, run_dir, eval_env=env,
                                      extra_config={"dataset": resolved, "command": train.invoking_command()})
-    return {"run_dir": str(run_dir), "policy": policy_score(result, dataset), "dataset": dataset_score(dataset)}
+    return {"run_dir": str(run_dir), "policy": policy_score(result, dataset), "dataset": datasets.dataset_score(dataset)}
 
 
 def recorded_dataset(loaded: Any) -> str:
@@ -290,6 +275,6 @@ def eval_command(path: str, spec: str | None, episodes: int, video: bool = False
     result = train.evaluate_loaded(loaded, episodes, video)  # the episodes `crl eval` scores
     report = {"checkpoint": str(path), "dataset": spec, "env": loaded.run.env, "episodes": episodes,
               "updates": result["updates"], "policy": policy_score(result, dataset),
-              "dataset_score": dataset_score(dataset)} | {k: result[k] for k in ("video",) if k in result}
+              "dataset_score": datasets.dataset_score(dataset)} | {k: result[k] for k in ("video",) if k in result}
     atomic_write_bytes(loaded.run_dir / "offline_eval.json", (json.dumps(report, indent=2) + "\n").encode())
     return report

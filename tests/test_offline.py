@@ -205,7 +205,7 @@ def test_policy_score_is_normalised_by_the_datasets_references():
                                truncations=np.array([False, True]))
     data = datasets.Dataset([episode], env_id=None, metadata={"ref_min_score": -10.0, "ref_max_score": 30.0})
     assert offline.policy_score({"episode_return": 20.0}, data)["normalized_score"] == pytest.approx(75.0)
-    assert offline.dataset_score(data) == {"episode_return": 3.0, "normalized_score": pytest.approx(32.5)}
+    assert datasets.dataset_score(data) == {"episode_return": 3.0, "normalized_score": pytest.approx(32.5)}
 
 
 def test_errors_name_the_problem(tmp_path, capsys):
