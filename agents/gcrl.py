@@ -26,7 +26,7 @@ from torch import nn
 from crl.contrastive import LOSSES, ContrastiveCritic, logsumexp_penalty
 from crl.encoders import GoalInputs
 from crl.rl import (Checkpointable, TanhGaussianActor, Temperature, actor_goal_batch, blend_bc, check_actor_goals,
-                    frozen, metrics_to_floats, optimize, require_continuous_actions)
+                    frozen, masked_mean, metrics_to_floats, optimize, require_continuous_actions)
 
 CRITIC_LOSSES = {"nce": "binary_nce", "infonce": "infonce_forward", "infonce_symmetric": "infonce_symmetric"}
 
@@ -164,7 +164,7 @@ class Agent(Checkpointable):
         if self.config.bc_coef > 0:
             bc = -self.actor.log_prob(features, dataset_action)
             loss = blend_bc(loss, bc, is_future, self.config.bc_coef)
-            metrics["bc_loss"] = bc[is_future].mean().detach()
+            metrics["bc_loss"] = masked_mean(bc, is_future).detach()
         loss = loss.mean()
         optimize(self.actor_opt, loss)
         if self.config.entropy_coef is None:

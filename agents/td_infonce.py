@@ -35,7 +35,7 @@ from torch import nn
 from crl.contrastive import ContrastiveCritic, td_infonce
 from crl.encoders import GoalInputs
 from crl.rl import (Checkpointable, TanhGaussianActor, actor_goal_batch, blend_bc, check_actor_goals, frozen,
-                    metrics_to_floats, optimize, require_continuous_actions, rolled, soft_update)
+                    masked_mean, metrics_to_floats, optimize, require_continuous_actions, rolled, soft_update)
 
 
 @dataclass
@@ -170,7 +170,7 @@ class Agent(Checkpointable):
         if self.config.bc_coef > 0:
             bc = (action - dataset_action).square().mean(-1)
             loss = blend_bc(loss, bc, is_future, self.config.bc_coef)
-            metrics["bc_loss"] = bc[is_future].mean().detach()
+            metrics["bc_loss"] = masked_mean(bc, is_future).detach()
         loss = loss.mean()
         optimize(self.actor_opt, loss)
         return metrics | {"actor_loss": loss.detach()}

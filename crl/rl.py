@@ -394,6 +394,12 @@ def blend_bc(loss: Tensor, bc: Tensor, is_future: Tensor, bc_coef: float) -> Ten
     return torch.where(is_future, bc_coef * bc + (1 - bc_coef) * loss, loss)
 
 
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """x[mask].mean() (nan where no row is selected) without boolean indexing, whose output size
+    depends on the data: on a GPU that reads the mask back to the CPU every update."""
+    return torch.where(mask, x, 0).sum() / mask.sum()
+
+
 @contextlib.contextmanager
 def frozen(module: nn.Module):
     """No gradients into `module`'s parameters inside the block (an actor loss through the

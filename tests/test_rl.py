@@ -181,3 +181,14 @@ def test_discrete_agents_refuse_continuous_actions_by_name(name):
     pixels = spaces.Box(0, 255, (4, 84, 84), np.uint8)
     with pytest.raises(ValueError, match=rf"{name} needs discrete \(Discrete\) actions; .* Box\(-1\.0, 1\.0, \(1,\)"):
         module.Agent(pixels, spaces.Box(-1.0, 1.0, (1,), np.float32), module.Config())
+
+
+def test_masked_mean_is_the_mean_of_the_selected_rows():
+    from crl.rl import masked_mean
+
+    x = torch.tensor([1.0, 2.0, 4.0, 8.0])
+    for mask in ([True, False, True, False], [True] * 4, [False, False, False, True]):
+        mask = torch.tensor(mask)
+        assert masked_mean(x, mask).item() == pytest.approx(x[mask].mean().item())
+    assert masked_mean(x, torch.zeros(4, dtype=torch.bool)).isnan()  # as x[mask].mean() of no rows
+    assert masked_mean(torch.tensor([1.0, float("inf")]), torch.tensor([True, False])).item() == 1.0
