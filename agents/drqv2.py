@@ -39,10 +39,15 @@ TASK_DIFFICULTY = {
                      "reacher-hard", "walker-run"), "medium"),
     **dict.fromkeys(("humanoid-stand", "humanoid-walk", "humanoid-run"), "hard"),
 }
-# ... and the released humanoid configs' own lr and feature_dim (crl.train.build_configs applies
-# them unless a preset or --set gives the field).
-TASK_SETTINGS = dict.fromkeys(("dmc:humanoid-stand", "dmc:humanoid-walk", "dmc:humanoid-run"),
-                              {"lr": 8e-5, "feature_dim": 100})
+# ... and the released per-task configs' own settings (cfgs/task/*.yaml; crl.train.build_configs
+# applies them unless a preset or --set gives the field): humanoid's lr and feature_dim, walker's
+# 1-step returns at batch 512, and quadruped-run's 100k-transition replay (where no preset sizes
+# the replay: `dmc100k`'s holds the whole run either way, `dmc500k`'s 260k is larger).
+TASK_SETTINGS = {
+    **dict.fromkeys(("dmc:humanoid-stand", "dmc:humanoid-walk", "dmc:humanoid-run"), {"lr": 8e-5, "feature_dim": 100}),
+    **dict.fromkeys(("dmc:walker-stand", "dmc:walker-walk", "dmc:walker-run"), {"n_step": 1, "batch_size": 512}),
+    "dmc:quadruped-run": {"replay_capacity": 100_000},
+}
 
 COUNTERS = ("agent_steps", "frames", "updates")
 
@@ -52,8 +57,8 @@ ACTION_SATURATION = 0.99  # |tanh| above this counts as saturated in the `actor_
 @dataclass
 class Config:
     gamma: float = 0.99
-    n_step: int = 3
-    batch_size: int = 256
+    n_step: int = 3  # walker: 1 (TASK_SETTINGS)
+    batch_size: int = 256  # walker: 512 (TASK_SETTINGS)
     lr: float = 1e-4  # encoder, actor and critic (humanoid: 8e-5, TASK_SETTINGS)
     # Not in DrQ-v2 (0 = the paper): action_l2 * mean(a^2) added to the actor loss, the quadratic
     # action penalty of OpenAI Baselines' HER DDPG (`action_l2`). It keeps the tanh from saturating

@@ -187,33 +187,33 @@ def build_configs(agent_name: str, preset: str | None, overrides: dict[str, Any]
     every 2 agent steps); they replace RunConfig's generic defaults before any preset."""
     module = agent_module(agent_name)
     presets = getattr(module, "PRESETS", {})
-    settings: dict[str, Any] = dict(getattr(module, "RUN_DEFAULTS", {}))
-    if preset is not None:
-        if preset not in presets:
-            raise ConfigError(f"unknown preset {preset!r} for agent {agent_name!r}; "
-                              f"presets: {', '.join(sorted(presets)) or 'none'}")
-        settings.update(presets[preset])
-    settings.update(overrides)
-    run, agent = split_settings(agent_name, settings, f"preset {preset!r} / --set" if preset else "--set")
+    if preset is not None and preset not in presets:
+        raise ConfigError(f"unknown preset {preset!r} for agent {agent_name!r}; "
+                          f"presets: {', '.join(sorted(presets)) or 'none'}")
+    given = {**(presets[preset] if preset is not None else {}), **overrides}
+    run, agent = split_settings(agent_name, {**getattr(module, "RUN_DEFAULTS", {}), **given},
+                                f"preset {preset!r} / --set" if preset else "--set")
     agent_config = from_dict(module.Config, agent, f"{agent_name} config")
     run_config = from_dict(RunConfig, run, "run config")
-    # the paper's per-task settings (an agent module's TASK_SETTINGS: env id -> {field: value}), but
-    # for the fields a preset or --set gave
+    # the paper's per-task settings (an agent module's TASK_SETTINGS: env id -> {field: value}, run
+    # or agent fields), but for the fields a preset or --set gave
+    where = f"{agent_name}'s TASK_SETTINGS for {run_config.env}"
     task_settings = getattr(module, "TASK_SETTINGS", {}).get(run_config.env, {})
-    agent_config = replace(agent_config, {name: value for name, value in task_settings.items() if name not in agent},
-                           f"{agent_name}'s TASK_SETTINGS for {run_config.env}")
+    task_run, task_agent = split_settings(agent_name, {k: v for k, v in task_settings.items() if k not in given}, where)
+    run_config, agent_config = replace(run_config, task_run, where), replace(agent_config, task_agent, where)
     if hasattr(module, "configure_for_env"):  # what the agent derives from the task (DrQ-v2's std schedule)
         agent_config = module.configure_for_env(agent_config, run_config.env)
     check_agent_values(agent_name, agent_config)
     return run_config, agent_config
 
 
-def task_settings_notice(agent_name: str, env: str, agent_config) -> str | None:
-    """Which of the agent's per-task paper settings (TASK_SETTINGS) the config holds on `env`, as
-    a run prints it at its start (None where the agent has none for `env`)."""
-    settings = getattr(agent_module(agent_name), "TASK_SETTINGS", {}).get(env, {})
-    held = [f"{name}={value}" for name, value in settings.items() if getattr(agent_config, name) == value]
-    return f"{agent_name} on {env}: the paper's per-task settings {', '.join(held)}" if held else None
+def task_settings_notice(agent_name: str, run: RunConfig, agent_config) -> str | None:
+    """Which of the agent's per-task paper settings (TASK_SETTINGS) the configs hold on the run's
+    env, as a run prints it at its start (None where the agent has none for that env)."""
+    settings = getattr(agent_module(agent_name), "TASK_SETTINGS", {}).get(run.env, {})
+    held = [f"{name}={value}" for name, value in settings.items()
+            if getattr(agent_config, name, getattr(run, name, None)) == value]
+    return f"{agent_name} on {run.env}: the paper's per-task settings {', '.join(held)}" if held else None
 
 
 def env_options(run: RunConfig, training: bool) -> dict[str, Any]:
@@ -331,7 +331,7 @@ class OnlineTrainer:
         self.agent = make_agent(agent_name, self.eval_env, agent_config, self.device)
         if getattr(agent_config, "precision", None) == "auto":
             print(auto_precision_notice(self.device), file=sys.stderr)
-        if notice := task_settings_notice(agent_name, run.env, agent_config):
+        if notice := task_settings_notice(agent_name, run, agent_config):
             print(notice, file=sys.stderr)
         stack = frame_stack_of(self.eval_env)
         self.replay = EpisodeReplay(run.replay_capacity, frame_stack=stack, num_streams=run.num_envs,

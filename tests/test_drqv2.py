@@ -11,6 +11,7 @@ import torch
 
 import crl.augment
 from crl import train
+from crl.train import RunConfig
 from crl.agents import drqv2
 from crl.agents.drqv2 import DIFFICULTY, Agent, Config, parse_stddev_schedule
 from crl.encoders import DrQV2Encoder, Trunk
@@ -390,12 +391,17 @@ def test_bfloat16_update(check_bfloat16_update):
 
 @pytest.mark.parametrize("env, schedule", [("dmc:walker-walk", "easy"), ("dmc:cheetah-run", "medium"),
                                            ("dmc:reacher-hard", "medium"), ("dmc:humanoid-run", "hard"),
-                                           ("dmc:fish-swim", "easy")])
-def test_the_std_schedule_follows_the_tasks_difficulty_in_the_released_configs(env, schedule):
-    run, config = train.build_configs("drqv2", "dmc100k", {"env": env})
+                                           ("dmc:fish-swim", "easy"), ("dmc:walker-run", "medium"),
+                                           ("dmc:quadruped-run", "medium")])
+def test_the_released_per_task_configs(env, schedule):
+    """drqv2's cfgs/task/*.yaml: the std schedule by difficulty; humanoid lr 8e-5 and feature_dim
+    100; walker nstep 1 and batch 512; quadruped_run a 100k replay."""
+    run, config = train.build_configs("drqv2", None, {"env": env})
     assert config.stddev_schedule == schedule
-    humanoid = env.startswith("dmc:humanoid")
+    humanoid, walker = env.startswith("dmc:humanoid"), env.startswith("dmc:walker")
     assert (config.lr, config.feature_dim) == ((8e-5, 100) if humanoid else (1e-4, 50))
+    assert (config.n_step, config.batch_size) == ((1, 512) if walker else (3, 256))
+    assert run.replay_capacity == (100_000 if env == "dmc:quadruped-run" else RunConfig().replay_capacity)
 
 
 def test_given_settings_win_over_the_tasks():
@@ -403,11 +409,19 @@ def test_given_settings_win_over_the_tasks():
                                                     "stddev_schedule": "0.2"})
     assert (config.stddev_schedule, config.lr, config.feature_dim) == ("0.2", 3e-4, 100)
     assert parse_stddev_schedule(Config().stddev_schedule) == DIFFICULTY["easy"]  # no task: easy
+    # a preset's field wins too: cpu-smoke's batch on walker, dmc500k's replay on quadruped-run
+    _, config = train.build_configs("drqv2", "cpu-smoke", {"env": "dmc:walker-walk"})
+    assert (config.n_step, config.batch_size) == (1, 128)
+    run, _ = train.build_configs("drqv2", "dmc500k", {"env": "dmc:quadruped-run"})
+    assert run.replay_capacity == 260_000
 
 
 def test_a_run_names_the_per_task_settings_it_holds():
-    _, config = train.build_configs("drqv2", None, {"env": "dmc:humanoid-walk", "lr": "3e-4"})
-    assert train.task_settings_notice("drqv2", "dmc:humanoid-walk", config) == (
+    run, config = train.build_configs("drqv2", None, {"env": "dmc:humanoid-walk", "lr": "3e-4"})
+    assert train.task_settings_notice("drqv2", run, config) == (
         "drqv2 on dmc:humanoid-walk: the paper's per-task settings feature_dim=100")  # not the lr given
-    _, config = train.build_configs("drqv2", None, {"env": "dmc:walker-walk"})
-    assert train.task_settings_notice("drqv2", "dmc:walker-walk", config) is None
+    run, config = train.build_configs("drqv2", None, {"env": "dmc:quadruped-run"})
+    assert train.task_settings_notice("drqv2", run, config) == (
+        "drqv2 on dmc:quadruped-run: the paper's per-task settings replay_capacity=100000")
+    run, config = train.build_configs("drqv2", None, {"env": "dmc:cartpole-balance"})
+    assert train.task_settings_notice("drqv2", run, config) is None
