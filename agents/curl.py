@@ -65,9 +65,11 @@ class Config:
     precision: str = "float32"
 
 
-# The paper's loop: render 100x100 for cropping, 1000 seed agent steps (4000 frames at the
-# common action repeat 4; 1000 x repeat frames to match other tasks exactly), a replay of 100k
-# transitions, evaluation over 10 episodes.
+# The paper's loop: render 100x100 for cropping, a replay of 100k transitions, evaluation over 10
+# episodes, and 1000 seed agent steps of uniform actions (`init_steps`): crl.train.build_configs
+# makes seed_frames 1000 x the task's action repeat (8000 frames on cartpole) unless a preset or
+# --set gives it; the 4000 here is for envs other than dmc:.
+SEED_AGENT_STEPS = 1_000
 RUN_DEFAULTS = dict(image_size=100, seed_frames=4_000, replay_capacity=100_000,
                     eval_every_frames=10_000, eval_episodes=10)
 

@@ -201,10 +201,25 @@ def build_configs(agent_name: str, preset: str | None, overrides: dict[str, Any]
     task_settings = getattr(module, "TASK_SETTINGS", {}).get(run_config.env, {})
     task_run, task_agent = split_settings(agent_name, {k: v for k, v in task_settings.items() if k not in given}, where)
     run_config, agent_config = replace(run_config, task_run, where), replace(agent_config, task_agent, where)
+    run_config = with_seed_agent_steps(module, run_config, given)
     if hasattr(module, "configure_for_env"):  # what the agent derives from the task (DrQ-v2's std schedule)
         agent_config = module.configure_for_env(agent_config, run_config.env)
     check_agent_values(agent_name, agent_config)
     return run_config, agent_config
+
+
+def with_seed_agent_steps(module, run: RunConfig, given: dict[str, Any]) -> RunConfig:
+    """A DMC agent whose paper counts its uniformly random seed phase in agent steps
+    (SEED_AGENT_STEPS: DrQ's and CURL's 1000) gets seed_frames = those steps x the task's action
+    repeat (8000 frames on cartpole, 2000 on walker), unless a preset or --set gives seed_frames."""
+    steps = getattr(module, "SEED_AGENT_STEPS", None)
+    suite, _, name = run.env.partition(":")
+    if steps is None or "seed_frames" in given or suite not in ("dmc", "dmc-state"):
+        return run
+    from crl.envs.dmc import standard_action_repeat
+
+    repeat = run.action_repeat or standard_action_repeat(name.partition("-")[0])
+    return replace(run, {"seed_frames": steps * repeat}, f"{module.__name__}.SEED_AGENT_STEPS")
 
 
 def task_settings_notice(agent_name: str, run: RunConfig, agent_config) -> str | None:

@@ -31,6 +31,11 @@ VISUALS = ("standard", "fast")
 MIN_SHADOW_SIZE = 1024
 
 
+def standard_action_repeat(domain: str) -> int:
+    """The action repeat a `dmc:` task of `domain` runs at unless asked otherwise."""
+    return ACTION_REPEAT.get(domain, DEFAULT_ACTION_REPEAT)
+
+
 def shadow_size_for(height: int, width: int) -> int:
     """The shadow map's side for `height x width` renders: 8 texels per pixel, at least 1024."""
     return max(MIN_SHADOW_SIZE, 1 << (8 * max(height, width) - 1).bit_length())
@@ -82,7 +87,7 @@ class DMCEnv(gym.Env):
         self.pixels = pixels
         self.height, self.width = height, width
         self.camera_id = default_camera(domain) if camera_id is None else camera_id
-        self.action_repeat = action_repeat or ACTION_REPEAT.get(domain, DEFAULT_ACTION_REPEAT)
+        self.action_repeat = action_repeat or standard_action_repeat(domain)
         if self.action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {self.action_repeat}")
         self.visuals = visuals

@@ -388,3 +388,17 @@ def test_drq_eps_run_on_atari_pong(tmp_path):
 def test_bfloat16_update(check_bfloat16_update):
     check_bfloat16_update(make_agent(), make_agent(precision="bfloat16"), pixel_batch(), 2,
                           moved=("encoder", "actor", "critic", "critic_target", "encoder_target"))
+
+
+@pytest.mark.parametrize("agent", ["drq", "curl"])
+def test_the_seed_phase_is_the_papers_1000_agent_steps_on_every_task(agent):
+    frames = {env: train.build_configs(agent, "dmc100k", {"env": env})[0].seed_frames
+              for env in ("dmc:cartpole-swingup", "dmc:walker-walk", "dmc:cheetah-run", "dmc:ball_in_cup-catch")}
+    assert frames == {"dmc:cartpole-swingup": 8000, "dmc:walker-walk": 2000, "dmc:cheetah-run": 4000,
+                      "dmc:ball_in_cup-catch": 4000}
+    run, _ = train.build_configs(agent, None, {"env": "dmc:walker-walk", "action_repeat": 4})
+    assert run.seed_frames == 4000  # the repeat asked for
+    run, _ = train.build_configs(agent, "cpu-smoke", {"env": "dmc:cartpole-balance"})
+    assert run.seed_frames == {"drq": 4000, "curl": 2000}[agent]  # a preset's seed_frames wins
+    run, _ = train.build_configs(agent, None, {"env": "dmc:walker-walk", "seed_frames": 100})
+    assert run.seed_frames == 100
