@@ -13,7 +13,9 @@ q W k^T (W learned) are scored by cross-entropy with the matching key (the diago
 
 Paper vs released code (MishaLaskin/curl): batch 512 as in the paper (128 in the code: preset
 `released`); the code steps the encoder twice per CURL loss (two Adam optimisers hold it), we step
-it once; its crop offsets are drawn from [0, 15], crl.augment.random_crop's from [0, 16].
+it once; its crop offsets are drawn from [0, 15], crl.augment.random_crop's from [0, 16]; its
+tanh log-probability correction is log(1 - tanh(u)^2 + 1e-6), crl.rl's the exact softplus form
+(as DrQ's; they differ only near saturated actions).
 
 The Atari form (`curl-rainbow`, the `ATARI` namespace at the end of this file) adds the same loss
 to Data-Efficient Rainbow; its own notes are there.

@@ -8,6 +8,11 @@ detached. The actor and the critic each own a trunk (Linear -> LayerNorm -> tanh
 target is a Polyak copy of the critic's trunk and Q heads, and there is no target encoder.
 Exploration adds Gaussian noise whose std decays linearly (1.0 -> 0.1) over a duration set by the
 task's difficulty; the same std, its noise clipped at 0.3, smooths the target and actor actions.
+
+Released code vs crl, in the replay (crl.replay, shared): an n-step window may start in an
+episode's last n - 1 steps, where it holds m < n rewards and bootstraps with gamma^m (the
+released sampler never starts one there); and episodes still running are sampled (the released
+one samples only episodes saved when they ended).
 """
 
 from __future__ import annotations
