@@ -11,8 +11,8 @@ task's difficulty; the same std, its noise clipped at 0.3, smooths the target an
 
 Released code vs crl, in the replay (crl.replay, shared): an n-step window may start in an
 episode's last n - 1 steps, where it holds m < n rewards and bootstraps with gamma^m (the
-released sampler never starts one there); and episodes still running are sampled (the released
-one samples only episodes saved when they ended).
+released sampler never starts one there); and the complete windows of episodes still running
+are sampled too (the released one samples only episodes saved when they ended).
 """
 
 from __future__ import annotations
