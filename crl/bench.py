@@ -379,16 +379,15 @@ def logged_return(cell: str | None, path: Path, frames: float) -> float:
 
 
 def read_eval_csv(path: Path) -> list[dict[str, str]]:
-    """The rows of an eval.csv that the logger would keep on resuming (`crl.logger.complete_rows`:
-    less a last line cut short by a crash, whose numbers may be truncated, and rows that do not have
-    the header's width); a file that is not UTF-8 CSV text, or holds NUL bytes, is UnreadableEval."""
-    from crl.logger import complete_rows, read_csv
+    """The rows of an eval.csv that the logger would keep on resuming (`crl.logger.read_csv`: less
+    a last line cut short by a crash, whose numbers may be truncated, and rows that do not have the
+    header's width); a file that is not UTF-8 CSV text, or holds NUL bytes, is UnreadableEval."""
+    from crl.logger import read_csv
 
     try:
-        _, rows = read_csv(path)
+        return read_csv(path)[1]
     except ValueError as error:
         raise UnreadableEval(str(error)) from None
-    return complete_rows(path, rows)
 
 
 def parse_float(text: str | None) -> float:

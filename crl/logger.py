@@ -38,29 +38,27 @@ KINDS = ("train", "eval")
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """The header and rows of a log CSV (none for a missing or empty file); a file that is not
-    UTF-8 CSV text, or holds NUL bytes, is a ValueError naming it."""
+    """The header and the complete rows of a log CSV written before a crash (none for a missing
+    or empty file, or one whose header was cut short): a last line cut short is left out, and so
+    is any row without the header's width. NUL bytes after the end are what a crash leaves where
+    a filesystem had allocated the file's tail, and count as a cut; anywhere else they, or text
+    that is not UTF-8 CSV, are a ValueError naming the file."""
     if not path.exists() or path.stat().st_size == 0:
         return [], []
     try:
-        text = path.read_text(encoding="utf-8")
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+        text = path.read_text(encoding="utf-8").rstrip("\0")
+        if "\0" in text:
+            raise csv.Error("it holds NUL bytes")
+        lines = list(io.StringIO(text, newline=""))  # split where the csv module splits
+        if lines and not lines[-1].endswith(("\n", "\r")):
+            lines = lines[:-1]  # cut short by a crash: its numbers may be truncated
+        reader = csv.DictReader(lines)
         fields = list(reader.fieldnames or [])
-        rows = [row for row in reader]
+        rows = list(reader)
     except (UnicodeDecodeError, csv.Error) as e:
         raise ValueError(f"{path} is not a readable CSV file: {e}") from None
-    if "\0" in text:
-        raise ValueError(f"{path} is not a readable CSV file: it holds NUL bytes")
-    return fields, rows
-
-
-def complete_rows(path: Path, rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The rows of a CSV file written before a crash, less a partial last line (the file does not
-    end in a newline) and any row that does not have the header's width."""
-    if _ends_mid_line(path):
-        rows = rows[:-1]
     # DictReader files surplus cells under the key None and gives missing ones the value None
-    return [r for r in rows if None not in r and None not in r.values()]
+    return fields, [r for r in rows if None not in r and None not in r.values()]
 
 
 def _ends_mid_line(path: Path) -> bool:
@@ -139,14 +137,12 @@ class Logger:
                     path.unlink()
                 continue
             fields, rows = read_csv(path)
-            if fields and not rows and _ends_mid_line(path):
-                path.unlink()  # the header itself was cut short
-                continue
             if not fields:
+                path.unlink(missing_ok=True)  # empty, or the header itself was cut short
                 continue
-            kept = [r for r in complete_rows(path, rows) if _counter_of(r, step_counter) <= resume_frames]
-            if len(kept) != len(rows):
-                atomic_write_bytes(path, _csv_bytes(fields, kept))
+            kept = [r for r in rows if _counter_of(r, step_counter) <= resume_frames]
+            if path.read_bytes() != (clean := _csv_bytes(fields, kept)):  # rows past the checkpoint, or a cut
+                atomic_write_bytes(path, clean)
             self._fields[kind] = fields
             if kept:
                 self.last_logged[kind] = _counter_of(kept[-1], step_counter)
@@ -420,7 +416,7 @@ def _load_xy(csv_path: Path, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
         if col not in fields:
             raise ValueError(f"{csv_path} has no column {col!r} (columns: {fields})")
     xs, ys = [], []
-    for r in complete_rows(csv_path, rows):  # not a last line a crash cut short
+    for r in rows:
         try:
             xv, yv = float(r[x]), float(r[y])
         except (TypeError, ValueError):

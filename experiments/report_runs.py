@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchlib import ROOT, command_line, machine_line, write_section
-from crl.logger import complete_rows, plot_curves, read_config, read_csv
+from crl.logger import plot_curves, read_config, read_csv
 
 
 def note_elided(command: str, note: str) -> str:
@@ -34,8 +34,7 @@ def run_command(config: dict) -> str:
 def run_rows(run_dir: Path, metric: str, x: str) -> list[str]:
     config = read_config(run_dir)
     path = run_dir / "eval.csv"
-    fields, rows = read_csv(path)
-    rows = complete_rows(path, rows)  # less a last line a crash cut short
+    fields, rows = read_csv(path)  # less a last line a crash cut short
     evals = pd.DataFrame(rows, columns=fields).apply(pd.to_numeric, errors="coerce")
     minutes = evals.wall_time / 60
     digits = 2 if metric in ("success", "final_success") else 0

@@ -129,9 +129,24 @@ def test_a_csv_that_is_not_utf8_is_named_in_the_error(tmp_path):
         Logger(tmp_path, tensorboard=False, resume_frames=100)
     with pytest.raises(ValueError, match=f"{path} is not a readable CSV file"):
         plot_curves(path, tmp_path / "curves.png")
-    path.write_text("frames,episode_return\n10,1\0\n")  # a NUL byte: a corrupted file, not text
+    path.write_text("frames,episode_return\n10,1\0\n20,2\n")  # a NUL byte inside: corrupted, not text
     with pytest.raises(ValueError, match=f"{path} is not a readable CSV file: it holds NUL bytes"):
         Logger(tmp_path, tensorboard=False, resume_frames=100)
+
+
+@pytest.mark.parametrize("tail", ["", "300,agent_st", "300,1"])
+def test_resume_keeps_the_rows_before_a_tail_of_nul_bytes(tmp_path, tail):
+    """A crash can leave the file's allocated tail as NUL bytes (XFS, ext4 delayed allocation):
+    the rows before them are kept, the cut line and the NULs dropped, the file rewritten clean."""
+    with Logger(tmp_path, tensorboard=False) as log:
+        for frames in (100, 200):
+            log.log("eval", _counters(frames), {"episode_return": frames / 100})
+    path = tmp_path / "eval.csv"
+    clean = path.read_bytes()
+    path.write_bytes(clean + tail.encode() + b"\0" * 64)
+    with Logger(tmp_path, tensorboard=False, resume_frames=200) as log:
+        assert log.last_logged["eval"] == 200
+    assert path.read_bytes() == clean
 
 
 def test_tensorboard_scalars_and_resume_purge(tmp_path):
