@@ -335,6 +335,9 @@ class OnlineTrainer:
     """Collects with vector envs into the replay, updates the agent, evaluates, checkpoints."""
 
     def __init__(self, agent_name: str, run: RunConfig, agent_config, run_dir: str | Path):
+        if run.seed_frames >= run.frames:
+            raise ConfigError(f"seed_frames {run.seed_frames} >= frames {run.frames}: the run would act at random "
+                              "and never update; give more frames or --set seed_frames=N below them")
         self.agent_name, self.run, self.agent_config = agent_name, run, agent_config
         self.run_dir = Path(run_dir)
         self.device = resolve_device(run.device)

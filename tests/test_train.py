@@ -418,7 +418,7 @@ def test_a_replay_the_machine_cannot_hold_is_a_plain_error(tmp_path, monkeypatch
 
 
 def test_cli_refuses_an_agent_whose_actions_do_not_fit_the_env(tmp_path, capsys):
-    assert main(["train", "drq-eps", "--env", ENV, "--frames", "1000", "--logdir", str(tmp_path / "run")]) == 2
+    assert main(["train", "drq-eps", "--env", ENV, "--frames", "8000", "--logdir", str(tmp_path / "run")]) == 2
     assert "drq-eps needs discrete (Discrete) actions; the env's action space is Box(" in capsys.readouterr().err
 
 
@@ -593,3 +593,11 @@ def test_resolve_device_checks_that_the_device_exists(monkeypatch):
     assert torch.backends.cudnn.benchmark  # fixed conv shapes: cuDNN's autotuner picks once
     with pytest.raises(ConfigError, match="'cuda:2': torch sees 2 CUDA device"):
         train.resolve_device("cuda:2")
+
+
+def test_a_run_that_would_never_update_is_refused_before_it_starts(tmp_path, capsys):
+    # DrQ seeds 1000 agent steps: 8000 frames at cartpole's action repeat 8, more than this budget
+    assert main(["train", "drq", "--env", "dmc:cartpole-swingup", "--frames", "6000",
+                 "--logdir", str(tmp_path / "run")]) == 2
+    assert "seed_frames 8000 >= frames 6000: the run would act at random and never update" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
