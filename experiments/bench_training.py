@@ -8,9 +8,10 @@ reports frames/s, updates/s and the share of the time spent in the updates.
 
     .venv/bin/python experiments/bench_training.py            # print the table
     .venv/bin/python experiments/bench_training.py --write    # and replace its BENCHMARKS.md section
-    # the GPU check: DrQ-v2 at the paper's settings (batch 256, walker's action repeat 2), fp32 and bf16
-    .venv/bin/python experiments/bench_training.py --case drqv2,dmc100k,dmc:walker-walk,1 \
-        --case drqv2,dmc100k,dmc:walker-walk,1,bfloat16 --seconds 60
+    # the GPU check: DrQ-v2 at the released defaults (quadruped-walk, the released config's task: batch
+    # 256, 3-step returns, action repeat 2; walker's own config has batch 512), fp32 and bf16
+    .venv/bin/python experiments/bench_training.py --case drqv2,dmc100k,dmc:quadruped-walk,1 \
+        --case drqv2,dmc100k,dmc:quadruped-walk,1,bfloat16 --seconds 60
 """
 
 from __future__ import annotations
@@ -119,8 +120,8 @@ def main() -> None:
         "both (AsyncVectorEnv) and updates at "
         "the same cadence in agent steps. Where the updates take most of the loop's time, more envs add "
         "little. GPU check (the DrQ-v2 paper reports about 96 frames/s on a V100 at batch 256, action "
-        "repeat 2): `.venv/bin/python experiments/bench_training.py --case drqv2,dmc100k,dmc:walker-walk,1 "
-        "--case drqv2,dmc100k,dmc:walker-walk,1,bfloat16 --seconds 60`. Precision: the convs' (`precision`; "
+        "repeat 2): `.venv/bin/python experiments/bench_training.py --case drqv2,dmc100k,dmc:quadruped-walk,1 "
+        "--case drqv2,dmc100k,dmc:quadruped-walk,1,bfloat16 --seconds 60`. Precision: the convs' (`precision`; "
         "cpu-smoke presets' `auto` picks bf16 where it measures faster than fp32, crl/encoders.py).", "", *rows,
     ])
     print(body)
