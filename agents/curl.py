@@ -70,7 +70,7 @@ class Config:
 # The paper's loop: render 100x100 for cropping, a replay of 100k transitions, evaluation over 10
 # episodes, and 1000 seed agent steps of uniform actions (`init_steps`): crl.train.build_configs
 # makes seed_frames 1000 x the task's action repeat (8000 frames on cartpole) unless a preset or
-# --set gives it; the 4000 here is for envs other than dmc:.
+# --set gives it; the 4000 here is for suites other than dmc: and dmc-state:.
 SEED_AGENT_STEPS = 1_000
 RUN_DEFAULTS = dict(image_size=100, seed_frames=4_000, replay_capacity=100_000,
                     eval_every_frames=10_000, eval_episodes=10)

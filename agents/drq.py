@@ -61,9 +61,9 @@ class Config:
 
 # The loop settings of the paper: one update per agent step after 1000 seed agent steps of uniform
 # actions (crl.train.build_configs makes seed_frames 1000 x the task's action repeat, 8000 frames
-# on cartpole, unless a preset or --set gives it; the 4000 here is for envs other than dmc:), a
-# replay of 100k transitions. Action repeat is the environment's default, PlaNet's per-task
-# repeats as in the paper.
+# on cartpole, unless a preset or --set gives it; the 4000 here is for suites other than dmc: and
+# dmc-state:), a replay of 100k transitions. Action repeat is the environment's default, PlaNet's
+# per-task repeats as in the paper.
 SEED_AGENT_STEPS = 1_000
 RUN_DEFAULTS = dict(update_every=1, seed_frames=4_000, replay_capacity=100_000)
 

@@ -14,8 +14,9 @@ run), `overrides` (per agent: its config fields, or the run fields allowed in `r
       curl-rainbow:
         atari:Pong: {curl_coef: 0.05}
 
-A run's settings are layered: the agent's RUN_DEFAULTS, its preset, the spec's `run`, `overrides`
-of the agent, `task_overrides` of the agent on the task, then the run's env and seed; the result
+A run's settings are layered: the agent's RUN_DEFAULTS, its per-task settings for the task
+(crl.train.task_settings: those the following layers do not give), its preset, the spec's `run`,
+`overrides` of the agent, `task_overrides` of the agent on the task, then the run's env and seed; the result
 is recorded in the run's config.yaml. An unknown agent, a task not in the spec or an unknown field
 is an error naming the valid ones. Runs go one after another into OUT/<agent>/<task>/seed_<s>/
 (task = the env id with ':' -> '_'; OUT defaults to runs/bench/<spec>) through `crl.train.train`.

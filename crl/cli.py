@@ -76,6 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError("crl train needs --env ID (or --resume RUN_DIR); `crl list envs` prints the ids")
     envs.check_env_id(args.env)
     run, agent_config = train.build_configs(args.agent, args.preset, overrides)
+    if notice := train.task_settings_notice(args.agent, args.preset, overrides, run):
+        print(notice, file=sys.stderr)
     logdir = Path(args.logdir) if args.logdir else default_logdir(args.agent, run.env, run.seed)
     with resumable_on_interrupt(args.agent, logdir):
         result = train.train(args.agent, run, agent_config, logdir)
@@ -204,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--style", default="diverse", help="mazes: diverse (random goal and start) or fixed-goal")
     q.add_argument("--noise", type=float, help="action noise (planner default 0.5, checkpoints 0)")
     q.add_argument("--max-episode-steps", type=int, help="truncate episodes earlier than the env's limit")
-    q.add_argument("--device", default="auto", help=DEVICE_HELP)
+    q.add_argument("--device", default="auto", help=f"where a checkpoint policy runs: {DEVICE_HELP}")
     q.set_defaults(func=cmd_dataset)
     q = dsub.add_parser("info", help="episodes, steps, returns and the data's own score")
     q.add_argument("spec", help="d4rl:PATH, minari:ID_OR_PATH, a .hdf5 file, a Minari folder or id")

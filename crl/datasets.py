@@ -1227,8 +1227,10 @@ def summary(dataset: Dataset) -> dict:
         "action": {"shape": list(np.asarray(first.actions).shape[1:]), "dtype": str(np.asarray(first.actions).dtype)},
     }
     score = dataset_score(dataset)
-    info |= {"success_rate": score["success"]} if "success" in score else (
-        {"normalized_score": score["normalized_score"]} if "normalized_score" in score else {})
+    if "success" in score:
+        info["success_rate"] = score["success"]
+    elif "normalized_score" in score:
+        info["normalized_score"] = score["normalized_score"]
     info["metadata"] = _jsonable(dataset.metadata)
     return info
 

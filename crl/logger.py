@@ -30,6 +30,7 @@ __all__ = [
     "plot_curves",
     "write_config",
     "read_config",
+    "read_csv",
 ]
 
 COUNTERS = ("frames", "agent_steps", "updates")

@@ -1,5 +1,8 @@
 """Names -> agents. An agent is a namespace with `Agent`, `Config`, and optionally `PRESETS`
-(named overrides) and `RUN_DEFAULTS` (the paper's loop settings, e.g. update every 2 steps).
+(named overrides), `RUN_DEFAULTS` (the paper's loop settings, e.g. update every 2 steps),
+`TASK_SETTINGS` (env id -> the paper's per-task fields), `SEED_AGENT_STEPS` (a seed phase counted
+in agent steps) and `configure_for_env` (what the config derives from the task); see
+crl.train.build_configs.
 
 An entry is "module" (the module itself is the namespace) or "module:ATTR" (a namespace object
 in that module, e.g. the Atari form of an algorithm living in the same file, as

@@ -1,5 +1,5 @@
 """Process-level settings that make CPU training faster: the allocator, and whether the CPU has
-native bfloat16 matrix units.
+native bfloat16 matrix units; and the CPU's name (cpu_name, cpu_label) for records of a run.
 
 glibc serves every block over its mmap threshold (at most 32 MiB; one batch of conv activations is
 55 MiB) with a fresh mmap and returns it to the kernel on free, so every update faults its

@@ -181,54 +181,57 @@ def split_settings(agent_name: str, settings: dict[str, Any], where: str) -> tup
 
 
 def build_configs(agent_name: str, preset: str | None, overrides: dict[str, Any]):
-    """RunConfig and agent Config from paper defaults, then the preset, then the overrides.
+    """RunConfig and agent Config from paper defaults, then the agent's per-task settings for the
+    env (task_settings), then the preset, then the overrides.
 
     An agent module's RUN_DEFAULTS are its paper's settings for the loop (e.g. DrQ-v2 updates
-    every 2 agent steps); they replace RunConfig's generic defaults before any preset."""
+    every 2 agent steps); they replace RunConfig's generic defaults."""
     module = agent_module(agent_name)
-    presets = getattr(module, "PRESETS", {})
-    if preset is not None and preset not in presets:
-        raise ConfigError(f"unknown preset {preset!r} for agent {agent_name!r}; "
-                          f"presets: {', '.join(sorted(presets)) or 'none'}")
-    given = {**(presets[preset] if preset is not None else {}), **overrides}
+    given = given_settings(module, agent_name, preset, overrides)
     run, agent = split_settings(agent_name, {**getattr(module, "RUN_DEFAULTS", {}), **given},
                                 f"preset {preset!r} / --set" if preset else "--set")
     agent_config = from_dict(module.Config, agent, f"{agent_name} config")
     run_config = from_dict(RunConfig, run, "run config")
-    # the paper's per-task settings (an agent module's TASK_SETTINGS: env id -> {field: value}, run
-    # or agent fields), but for the fields a preset or --set gave
-    where = f"{agent_name}'s TASK_SETTINGS for {run_config.env}"
-    task_settings = getattr(module, "TASK_SETTINGS", {}).get(run_config.env, {})
-    task_run, task_agent = split_settings(agent_name, {k: v for k, v in task_settings.items() if k not in given}, where)
+    where = f"{agent_name}'s per-task settings for {run_config.env}"
+    task_run, task_agent = split_settings(agent_name, task_settings(module, run_config, given), where)
     run_config, agent_config = replace(run_config, task_run, where), replace(agent_config, task_agent, where)
-    run_config = with_seed_agent_steps(module, run_config, given)
     if hasattr(module, "configure_for_env"):  # what the agent derives from the task (DrQ-v2's std schedule)
         agent_config = module.configure_for_env(agent_config, run_config.env)
     check_agent_values(agent_name, agent_config)
     return run_config, agent_config
 
 
-def with_seed_agent_steps(module, run: RunConfig, given: dict[str, Any]) -> RunConfig:
-    """A DMC agent whose paper counts its uniformly random seed phase in agent steps
-    (SEED_AGENT_STEPS: DrQ's and CURL's 1000) gets seed_frames = those steps x the task's action
-    repeat (8000 frames on cartpole, 2000 on walker), unless a preset or --set gives seed_frames."""
+def given_settings(module, agent_name: str, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The preset's fields, then the overrides: what the user chose, which per-task settings never replace."""
+    presets = getattr(module, "PRESETS", {})
+    if preset is not None and preset not in presets:
+        raise ConfigError(f"unknown preset {preset!r} for agent {agent_name!r}; "
+                          f"presets: {', '.join(sorted(presets)) or 'none'}")
+    return {**(presets[preset] if preset is not None else {}), **overrides}
+
+
+def task_settings(module, run: RunConfig, given: dict[str, Any]) -> dict[str, Any]:
+    """The paper's (or released code's) settings for `run.env` that no preset or --set gave: the
+    agent module's TASK_SETTINGS (env id -> {run or agent field: value}) and, for a DMC agent whose
+    paper counts its uniformly random seed phase in agent steps (SEED_AGENT_STEPS: DrQ's and
+    CURL's 1000), seed_frames = those steps x the task's action repeat (8000 on cartpole)."""
+    settings = {k: v for k, v in getattr(module, "TASK_SETTINGS", {}).get(run.env, {}).items() if k not in given}
     steps = getattr(module, "SEED_AGENT_STEPS", None)
     suite, _, name = run.env.partition(":")
-    if steps is None or "seed_frames" in given or suite not in ("dmc", "dmc-state"):
-        return run
-    from crl.envs.dmc import standard_action_repeat
+    if steps is not None and "seed_frames" not in given and suite in ("dmc", "dmc-state"):
+        from crl.envs.dmc import standard_action_repeat
 
-    repeat = run.action_repeat or standard_action_repeat(name.partition("-")[0])
-    return replace(run, {"seed_frames": steps * repeat}, f"{module.__name__}.SEED_AGENT_STEPS")
+        repeat = settings.get("action_repeat") or run.action_repeat or standard_action_repeat(name.partition("-")[0])
+        settings["seed_frames"] = steps * repeat
+    return settings
 
 
-def task_settings_notice(agent_name: str, run: RunConfig, agent_config) -> str | None:
-    """Which of the agent's per-task paper settings (TASK_SETTINGS) the configs hold on the run's
-    env, as a run prints it at its start (None where the agent has none for that env)."""
-    settings = getattr(agent_module(agent_name), "TASK_SETTINGS", {}).get(run.env, {})
-    held = [f"{name}={value}" for name, value in settings.items()
-            if getattr(agent_config, name, getattr(run, name, None)) == value]
-    return f"{agent_name} on {run.env}: the paper's per-task settings {', '.join(held)}" if held else None
+def task_settings_notice(agent_name: str, preset: str | None, overrides: dict[str, Any], run: RunConfig) -> str | None:
+    """What `crl train` prints at a run's start: the per-task settings build_configs applied."""
+    module = agent_module(agent_name)
+    settings = task_settings(module, run, given_settings(module, agent_name, preset, overrides))
+    listed = ", ".join(f"{name}={value}" for name, value in settings.items())
+    return f"{agent_name} on {run.env}: per-task settings of its paper or released code: {listed}" if settings else None
 
 
 def env_options(run: RunConfig, training: bool) -> dict[str, Any]:
@@ -349,8 +352,6 @@ class OnlineTrainer:
         self.agent = make_agent(agent_name, self.eval_env, agent_config, self.device)
         if getattr(agent_config, "precision", None) == "auto":
             print(auto_precision_notice(self.device), file=sys.stderr)
-        if notice := task_settings_notice(agent_name, run, agent_config):
-            print(notice, file=sys.stderr)
         stack = frame_stack_of(self.eval_env)
         self.replay = EpisodeReplay(run.replay_capacity, frame_stack=stack, num_streams=run.num_envs,
                                     seed=run.seed)

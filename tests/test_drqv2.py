@@ -417,11 +417,15 @@ def test_given_settings_win_over_the_tasks():
 
 
 def test_a_run_names_the_per_task_settings_it_holds():
-    run, config = train.build_configs("drqv2", None, {"env": "dmc:humanoid-walk", "lr": "3e-4"})
-    assert train.task_settings_notice("drqv2", run, config) == (
-        "drqv2 on dmc:humanoid-walk: the paper's per-task settings feature_dim=100")  # not the lr given
-    run, config = train.build_configs("drqv2", None, {"env": "dmc:quadruped-run"})
-    assert train.task_settings_notice("drqv2", run, config) == (
-        "drqv2 on dmc:quadruped-run: the paper's per-task settings replay_capacity=100000")
-    run, config = train.build_configs("drqv2", None, {"env": "dmc:cartpole-balance"})
-    assert train.task_settings_notice("drqv2", run, config) is None
+    def notice(agent, env, preset=None, **overrides):
+        overrides = {"env": env, **overrides}
+        return train.task_settings_notice(agent, preset, overrides, train.build_configs(agent, preset, overrides)[0])
+
+    prefix = "per-task settings of its paper or released code:"
+    assert notice("drqv2", "dmc:humanoid-walk", lr="3e-4") == f"drqv2 on dmc:humanoid-walk: {prefix} feature_dim=100"
+    assert notice("drqv2", "dmc:quadruped-run") == f"drqv2 on dmc:quadruped-run: {prefix} replay_capacity=100000"
+    assert notice("drqv2", "dmc:walker-walk", "cpu-smoke", n_step=1) is None  # all given: batch by the preset
+    assert notice("drqv2", "dmc:cartpole-balance") is None
+    assert notice("drq", "dmc:cheetah-run") == f"drq on dmc:cheetah-run: {prefix} lr=0.0002, seed_frames=4000"
+    assert notice("curl", "dmc:cartpole-balance", action_repeat=2) == (
+        f"curl on dmc:cartpole-balance: {prefix} seed_frames=2000")

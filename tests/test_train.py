@@ -599,5 +599,7 @@ def test_a_run_that_would_never_update_is_refused_before_it_starts(tmp_path, cap
     # DrQ seeds 1000 agent steps: 8000 frames at cartpole's action repeat 8, more than this budget
     assert main(["train", "drq", "--env", "dmc:cartpole-swingup", "--frames", "6000",
                  "--logdir", str(tmp_path / "run")]) == 2
-    assert "seed_frames 8000 >= frames 6000: the run would act at random and never update" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the start's notice says where the 8000 came from
+    assert "drq on dmc:cartpole-swingup: per-task settings of its paper or released code: seed_frames=8000" in err
+    assert "seed_frames 8000 >= frames 6000: the run would act at random and never update" in err
     assert not (tmp_path / "run").exists()
