@@ -89,7 +89,10 @@ class Config:
 # The paper's loop. DrQ-v2 uses action repeat 2 on every task, unlike the PlaNet-benchmark repeats
 # (cartpole 8, cheetah 4, ...) that dmc: envs use by default. The released code explores with
 # uniform actions for num_expl_steps = 2000 agent steps and starts updating after 4000 seed
-# frames; at repeat 2 both are the first 4000 frames, which our loop's seed_frames covers.
+# frames; at repeat 2 both are the first 4000 frames, which our loop's seed_frames covers. At the
+# PlaNet repeats of the `dmc100k` / `dmc500k` presets crl keeps one seed phase of 4000 frames (the
+# updates' start), where the released counters would act uniformly for 2000 agent steps (16k frames
+# at cartpole's 8) while updating from the 4000th frame on.
 RUN_DEFAULTS = dict(action_repeat=2, update_every=2, seed_frames=4_000,
                     eval_every_frames=10_000, eval_episodes=10)
 

@@ -209,17 +209,19 @@ def train_metrics(model) -> dict[str, float]:
 def train_run(namespace, run, config, run_dir) -> dict[str, float]:
     from stable_baselines3.common.logger import Logger as SB3Logger
 
-    from crl.train import env_options, evaluate, resolve_device
+    from crl.train import env_options, evaluate, invoking_command, resolve_device, where_it_ran
 
     if run.num_envs != 1:
         raise ConfigError(f"{namespace.name} runs one training env (SB3's off-policy loop); got num_envs={run.num_envs}")
     torch.set_flush_denormal(True)  # denormals made small CPU models ~10x slower (DESIGN.md)
     run_dir = Path(run_dir)
-    write_config(run_dir, {"agent": namespace.name, "run": to_dict(run), "agent_config": to_dict(config)})
+    device = resolve_device(run.device)
+    write_config(run_dir, {"agent": namespace.name, "run": to_dict(run), "agent_config": to_dict(config),
+                           "command": invoking_command(), "ran_on": [where_it_ran(device, config)]})
     env = training_env(run, config)
     eval_env = envs.make(run.env, **env_options(run, training=False))
     step_frames = frames_per_step(env)
-    model = namespace.build(env, run, config, step_frames, str(resolve_device(run.device)))
+    model = namespace.build(env, run, config, step_frames, str(device))
     model.set_logger(SB3Logger(folder=None, output_formats=[]))
     policy = Policy(model, epsilon=getattr(config, "epsilon_eval", 0.0), seed=run.seed)  # SAC has no epsilon
     last_eval: dict[str, float] = {}

@@ -7,6 +7,7 @@ frames), `agent_steps` (decisions, summed over vector envs) and `updates` (gradi
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import random
 import shlex
@@ -317,9 +318,11 @@ def invoking_command() -> str | None:
 
 
 def where_it_ran(device: torch.device, agent_config) -> dict[str, Any]:
-    """The machine a run's start or resume ran on (config.yaml's `ran_on` holds one per command):
-    the speed, and what `precision` auto resolves to (the convs' dtype), differ by machine."""
-    record: dict[str, Any] = {"device": str(device), "cpu": cpu_label(), "threads": torch.get_num_threads(),
+    """When and on what a run's start or a resume ran (config.yaml's `ran_on` holds one record
+    each): the speed, and what `precision` auto resolves to (the convs' dtype), differ by machine."""
+    record: dict[str, Any] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                              "command": invoking_command(), "device": str(device), "cpu": cpu_label(),
+                              "threads": torch.get_num_threads(),
                               "torch": str(torch.__version__)}  # (a TorchVersion, which yaml cannot write)
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
@@ -845,8 +848,9 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
                 return evaluate(agent, eval_env, run.eval_episodes, seed=run.seed + 10_000)
         config = ({"agent": agent_name, "run": to_dict(run), "agent_config": to_dict(agent_config)}
                   | (extra_config or {}))
-        if payload is not None and "command" in config:
-            config |= resumed_commands(payload["config"])
+        if payload is not None:
+            earlier = resumed_commands(payload["config"])
+            config |= earlier if "command" in config else {"ran_on": earlier["ran_on"]}
         config["ran_on"] = [*config.get("ran_on", []), where_it_ran(device, agent_config)]
         write_config(run_dir, config)
 

@@ -1,8 +1,9 @@
 """Dataset generation: the maze waypoint planner, collection styles, episode layout, seeds."""
 
+import re
+
 import numpy as np
 import pytest
-import torch
 
 from crl import envs, train
 from crl.collect import collect
@@ -239,12 +240,10 @@ def test_collect_from_a_checkpoint(tiny_run):
 def test_collect_from_a_checkpoint_on_a_device_that_is_not_there(tiny_run, tmp_path, capsys):
     from crl.cli import main
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
     out = tmp_path / "data.hdf5"
     argv = ["dataset", "collect", "--policy", str(tiny_run), "--episodes", "1", "--out", str(out)]
-    assert main([*argv, "--device", "cuda:1"]) == 2
-    assert "'cuda:1' was asked for, but torch sees no CUDA device" in capsys.readouterr().err
+    assert main([*argv, "--device", "cuda:99"]) == 2  # (no machine has 100 GPUs)
+    assert re.search(r"'cuda:99'.*torch sees", capsys.readouterr().err)
     assert not out.exists()
 
 

@@ -402,3 +402,6 @@ def test_the_seed_phase_is_the_papers_1000_agent_steps_on_every_task(agent):
     assert run.seed_frames == {"drq": 4000, "curl": 2000}[agent]  # a preset's seed_frames wins
     run, _ = train.build_configs(agent, None, {"env": "dmc:walker-walk", "seed_frames": 100})
     assert run.seed_frames == 100
+    # the states of the same tasks repeat as their pixels; other suites keep RUN_DEFAULTS' frames
+    assert train.build_configs(agent, None, {"env": "dmc-state:cartpole-swingup"})[0].seed_frames == 8000
+    assert train.build_configs(agent, None, {"env": "maze-pixels:PointMaze_UMaze-v3"})[0].seed_frames == 4000
