@@ -216,7 +216,8 @@ class AtariConfig:
     target_update_every: int = 1  # paper, Dopamine: the target network is the last online one
     hidden_dim: int = 512  # paper: Nature-DQN convs + 512 hidden units, shared by the dueling streams (Dopamine)
     reward_clip: float = 1.0  # paper: rewards clipped to [-1, 1] for learning
-    image_pad: int = 4  # paper: random shift, pad 4
+    # paper: random shift, pad 4 (offsets -4..4; Dopamine's jax randint draws 0..7 of the 9)
+    image_pad: int = 4
     # paper ("random shifts and intensity"), Dopamine: x * (1 + 0.05 clip(N(0, 1), -2, 2)); 0: off
     intensity_scale: float = 0.05
     epsilon_train: float = 0.01  # DrQ(eps); the DrQ paper used 0.1 (preset `atari100k-drq`)

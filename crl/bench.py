@@ -148,11 +148,12 @@ def load_spec(name_or_path: str | Path) -> Spec:
 
     from crl import envs, registry
     from crl.config import field_names, unknown_field_error
+    from crl.logger import load_yaml
     from crl.train import RunConfig
 
     path = spec_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise SpecError(f"spec {path} is not valid YAML: {error}") from None
     except UnicodeDecodeError as error:
@@ -619,13 +620,37 @@ def normalize(suite: str, env_id: str, score, atari_table=None):
 
 # -- scores and aggregates ---------------------------------------------------------------------
 
-def score_at(frames: np.ndarray, returns: np.ndarray, budget: int, slack: int = SLACK_FRAMES) -> float | None:
-    """The eval return at a budget: the last row at or below it (plus `slack`, the frames of the
-    loop step that crosses it); None if the run has not reached the budget."""
+def row_at(frames: np.ndarray, budget: int, slack: int = SLACK_FRAMES) -> int | None:
+    """The eval row that scores a budget: the last one at or below it (plus `slack`, the frames of
+    the loop step that crosses it); None if the run has not reached the budget."""
     if not len(frames) or frames[-1] < budget:
         return None
     below = np.flatnonzero(frames <= budget + slack)
-    return float(returns[below[-1]]) if len(below) else None
+    return int(below[-1]) if len(below) else None
+
+
+def score_at(frames: np.ndarray, returns: np.ndarray, budget: int, slack: int = SLACK_FRAMES) -> float | None:
+    """The eval return at a budget (`row_at`'s row); None if the run has not reached the budget."""
+    row = row_at(frames, budget, slack)
+    return None if row is None else float(returns[row])
+
+
+def earlier_evaluation_notes(curves: dict, budgets: list[int]) -> list[str]:
+    """Runs with no evaluation at a budget (a `--frames` off the eval cadence, on runs that went on
+    past it) are scored by their last evaluation before it: say so, naming where that one was."""
+    notes = []
+    for (agent, task), by_seed in sorted(curves.items()):
+        for budget in budgets:
+            earlier = {}
+            for seed, curve in sorted(by_seed.items()):
+                row = row_at(curve.frames, budget, curve.slack)
+                if row is not None and curve.frames[row] < budget:
+                    earlier[seed] = int(curve.frames[row])
+            if earlier:
+                where = ", ".join(f"seed {seed} at {at}" for seed, at in earlier.items())
+                notes.append(f"{agent} on {task} at {budget} frames: no evaluation at the budget; reported the last "
+                             f"one before it ({where} frames)")
+    return notes
 
 
 def rliable_modules():
@@ -878,7 +903,7 @@ def report(spec: Spec, out: Path, agents: list[str], tasks: list[str], seeds: li
     rows = per_task_rows(spec.suite, curves, agents, tasks, budgets)
     write_csv(report_dir / "per_task.csv", rows)
 
-    aggregate_rows, notes = [], left_out + diverged_notes(rows)
+    aggregate_rows, notes = [], left_out + diverged_notes(rows) + earlier_evaluation_notes(curves, budgets)
     for budget in budgets:
         matrices, missing, dropped = score_matrices(spec.suite, curves, agents, tasks, budget, seeds)
         for agent, reason in missing.items():

@@ -125,7 +125,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     result = offline.collect_command(args.env, args.policy, args.episodes, out=args.out, minari_id=args.minari_id,
                                      seed=args.seed, style=args.style, noise=args.noise,
                                      max_episode_steps=args.max_episode_steps, minari_root=args.minari_root,
-                                     device=args.device)
+                                     device=args.device, overwrite=args.overwrite)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--noise", type=float, help="action noise (planner default 0.5, checkpoints 0)")
     q.add_argument("--max-episode-steps", type=int, help="truncate episodes earlier than the env's limit")
     q.add_argument("--device", default="auto", help=f"where a checkpoint policy runs: {DEVICE_HELP}")
+    q.add_argument("--overwrite", action="store_true", help="replace an existing --out file or Minari dataset")
     q.set_defaults(func=cmd_dataset)
     q = dsub.add_parser("info", help="episodes, steps, returns and the data's own score")
     q.add_argument("spec", help="d4rl:PATH, minari:ID_OR_PATH, a .hdf5 file, a Minari folder or id")

@@ -119,10 +119,17 @@ def _check_numeric(array: np.ndarray, where: str, key: str) -> None:
 def _check_finite(array: np.ndarray, where: str, key: str) -> None:
     if array.dtype.kind != "f" or array.size == 0:
         return
-    bad = ~np.isfinite(_rows(array)).all(axis=1)
+    rows = _rows(array)
+    bad = ~np.isfinite(rows).all(axis=1)
     if bad.any():
         index = int(np.argmax(bad))
         _fail(where, f"{key}[{index}] holds NaN or inf (the first bad row)")
+    if array.dtype.itemsize > 4:  # the replay stores float32: a larger finite value would become inf
+        bad = (np.abs(rows) > np.finfo(np.float32).max).any(axis=1)
+        if bad.any():
+            index = int(np.argmax(bad))
+            _fail(where, f"{key}[{index}] holds a value beyond float32's range (the first such row; "
+                         f"crl trains on float32)")
 
 
 def _check_array(array: np.ndarray, where: str, key: str) -> None:
@@ -500,7 +507,9 @@ def _d4rl_columns(arrays: dict, where: str, metadata: dict, ignored: list) -> _D
         _check_finite(next_obs, where, "next_observations")
         if next_obs.shape != observations.shape:
             _fail(where, f"next_observations has shape {next_obs.shape}, observations {observations.shape}")
-        next_obs = next_obs.astype(observations.dtype, copy=False)
+        if next_obs.dtype != observations.dtype:  # one dtype for both, without truncating either
+            common = np.result_type(observations.dtype, next_obs.dtype)
+            observations, next_obs = observations.astype(common, copy=False), next_obs.astype(common, copy=False)
     if "timeouts" in arrays:
         timeouts = _as_flags(arrays["timeouts"], where, "timeouts")
     else:
@@ -801,7 +810,8 @@ def load_minari(id_or_path: str | os.PathLike, *, action_space: Any = None) -> D
     except DatasetError:
         raise
     except Exception as err:  # minari raises anything from AssertionError to ImportError on bad data
-        raise DatasetError(f"{where}: cannot read the Minari dataset ({type(err).__name__}: {err})") from err
+        detail = f"{type(err).__name__}: {err}" if str(err) else f"{type(err).__name__} in minari, with no message"
+        raise DatasetError(f"{where}: cannot read the Minari dataset ({detail})") from err
     if not episodes:
         _fail(where, "the dataset holds no steps")
     metadata = _minari_metadata(raw, spec)
@@ -889,6 +899,8 @@ def _minari_metadata(raw: dict, spec: Any) -> dict:
     metadata = {k: _jsonable(v) for k, v in raw.items() if k not in skip}
     if isinstance(raw.get("crl_metadata"), dict):
         metadata.update(raw["crl_metadata"])
+    if isinstance(raw.get("crl_env_id"), str):  # kept even when not a crl id, to name it in errors
+        metadata.setdefault("env_id", raw["crl_env_id"])
     if "policy" not in metadata and "algorithm_name" in metadata:
         metadata["policy"] = metadata["algorithm_name"]
     if spec is not None:

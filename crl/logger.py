@@ -539,6 +539,31 @@ def write_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> Path:
     return path
 
 
+def load_yaml(text: str) -> Any:
+    """yaml.safe_load, except that a mapping holding a key twice is a yaml.YAMLError (PyYAML keeps
+    the last value silently: a spec with two `seeds:` lines would run the second)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    repeated = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if repeated:
+                    raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                            f"found the key {key!r} twice", key_node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=UniqueKeyLoader)
+
+
 def read_config(run_dir: str | os.PathLike) -> dict:
     """Read ``run_dir/config.yaml`` (or a .yaml path). Missing: FileNotFoundError; not valid
     YAML or not a mapping: ValueError. Both name the file."""
@@ -548,7 +573,7 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ValueError(f"config file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:

@@ -32,7 +32,7 @@ def compact(value: Any, limit: int = 8) -> Any:
 def collect_command(env_id: str | None, policy: str, episodes: int, *, out: str | None, minari_id: str | None,
                     seed: int = 0, style: str = "diverse", noise: float | None = None,
                     max_episode_steps: int | None = None, minari_root: str | None = None,
-                    device: str = "auto") -> dict:
+                    device: str = "auto", overwrite: bool = False) -> dict:
     from crl.collect import collect
 
     if (out is None) == (minari_id is None):
@@ -40,15 +40,18 @@ def collect_command(env_id: str | None, policy: str, episodes: int, *, out: str 
     check_collect_options(out, minari_id, seed, noise, max_episode_steps)
     if minari_id is not None:
         target = (Path(minari_root).expanduser() if minari_root else datasets.minari_root()) / minari_id
-        if target.exists():
-            raise FileExistsError(f"{target} exists: choose another --minari-id, or remove it first")
+        flag = "--minari-id"
+    else:
+        target, flag = Path(out), "--out"
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists: choose another {flag}, remove it first, or pass --overwrite")
     dataset = collect(env_id, policy, episodes, seed=seed, style=style, noise=noise,
                       max_episode_steps=max_episode_steps, device=device)
     if out is not None:
         datasets.write_d4rl(out, dataset)
         where = str(out)
     else:
-        where = str(datasets.write_minari(dataset, minari_id, root=minari_root))
+        where = str(datasets.write_minari(dataset, minari_id, root=minari_root, overwrite=overwrite))
     return compact({"written": where} | datasets.summary(dataset))
 
 
@@ -142,7 +145,9 @@ def _space_shapes(space: Any) -> Any:
     return tuple(space.shape)
 
 
-def check_dataset_fits_env(dataset: datasets.Dataset, spec: str, env_id: str, env: Any) -> None:
+def check_dataset_fits_env(dataset: datasets.Dataset, spec: str, env_id: str, env: Any,
+                           remedy: str = "Pass --env with an environment whose spaces match the data "
+                                         "(`crl list envs`).") -> None:
     """The agent is built on the evaluation env's spaces and trained on the data: their observation
     and action shapes must agree (a Discrete action may be stored as one number per step)."""
     first = dataset.episodes[0]
@@ -163,7 +168,7 @@ def check_dataset_fits_env(dataset: datasets.Dataset, spec: str, env_id: str, en
     if dataset.metadata.get("format") == "d4rl" and env_id.startswith("antmaze:"):
         message += (" D4RL's AntMaze observations are the ant's full qpos and qvel (29-d, xy position"
                     " included), gymnasium-robotics' AntMaze leaves the xy position out (27-d).")
-    raise ValueError(message + " Pass --env with an environment whose spaces match the data (`crl list envs`).")
+    raise ValueError(f"{message} {remedy}")
 
 
 def resumed_offline_configs(run_dir: Path, agent_name: str, preset: str | None, overrides: dict[str, Any],
@@ -178,6 +183,9 @@ def resumed_offline_configs(run_dir: Path, agent_name: str, preset: str | None, 
     if manager.latest() is None:
         return fresh
     payload = manager.load_latest()
+    if isinstance(payload.get("config"), dict) and "dataset" not in payload["config"]:
+        raise ValueError(f"{run_dir} is an online run (`crl train`), not an offline one: choose another --logdir "
+                         f"(or go on with `crl train {payload.get('agent')} --resume {run_dir}`)")
     train.check_checkpoint_keys(payload, manager.loaded_path, train.OFFLINE_RESUME_KEYS)
     train.check_offline_checkpoint_agent(payload, manager.loaded_path, agent_name)
     settings = dict(train.agent_module(agent_name).PRESETS[preset]) if preset else {}
@@ -219,6 +227,18 @@ def _positions_outside_the_maze(dataset: datasets.Dataset, env: Any) -> list[str
             "count from the map's corner; gymnasium-robotics centres the map on the origin)"]
 
 
+def _why_no_env(dataset: datasets.Dataset) -> str:
+    named = dataset.metadata.get("env_id")
+    if isinstance(named, str):
+        from crl import envs
+
+        try:
+            envs.check_env_id(named)
+        except ValueError as err:
+            return f"the dataset's env_id is not a crl environment: {err}"
+    return f"the dataset names no crl environment (gym id {dataset.metadata.get('gym_env_id')!r})"
+
+
 def train_command(agent_name: str, spec: str, preset: str | None, overrides: dict[str, Any],
                   logdir: str | None) -> dict:
     from crl import envs, train
@@ -228,11 +248,11 @@ def train_command(agent_name: str, spec: str, preset: str | None, overrides: dic
     overrides = dict(overrides)
     overrides.setdefault("env", dataset.env_id)
     if overrides["env"] is None:
-        raise ValueError(f"{spec}: the dataset names no crl environment (gym id "
-                         f"{dataset.metadata.get('gym_env_id')!r}); pass --env ID to evaluate in")
+        raise ValueError(f"{spec}: {_why_no_env(dataset)}; pass --env ID to evaluate in")
     overrides.update(_image_size_of(dataset, overrides))
     run, agent_config = train.build_configs(agent_name, preset, overrides)
     run_dir = Path(logdir) if logdir else Path("runs") / f"offline_{agent_name}_{Path(str(spec)).stem}_s{run.seed}"
+    train.check_not_a_file(run_dir)
     resolved = check_same_dataset(run_dir, resolved)
     run, agent_config = resumed_offline_configs(run_dir, agent_name, preset, overrides, (run, agent_config))
     env = envs.make(run.env, **train.env_options(run, training=False))  # checked, then evaluated in
@@ -268,7 +288,8 @@ def eval_command(path: str, spec: str | None, episodes: int, video: bool = False
     try:
         spec = resolve_spec(spec) if spec is not None else recorded_dataset(loaded)
         dataset = datasets.load(spec)
-        check_dataset_fits_env(dataset, spec, loaded.run.env, loaded.env)
+        check_dataset_fits_env(dataset, spec, loaded.run.env, loaded.env,
+                               remedy=f"The run was trained in {loaded.run.env}: pass a dataset of that environment.")
     except BaseException:
         loaded.env.close()
         raise

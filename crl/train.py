@@ -561,9 +561,15 @@ def removed_if_left_empty(run_dir: Path, created: bool):
         raise
 
 
+def check_not_a_file(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FileExistsError(f"--logdir {run_dir} is a file, not a run directory; choose another --logdir")
+
+
 def train(agent_name: str, run: RunConfig, agent_config, run_dir: str | Path) -> dict[str, float]:
     """A fresh run in `run_dir` (an error if it already holds checkpoints: use resume)."""
     run_dir = Path(run_dir)
+    check_not_a_file(run_dir)
     if (model := sb3_model(run_dir)) is not None:  # SB3 runs do not resume
         raise FileExistsError(f"{run_dir} already holds a finished SB3 run ({model.name}); choose another --logdir")
     if CheckpointManager(run_dir / "checkpoints").latest() is not None:
@@ -593,6 +599,9 @@ def resume(run_dir: str | Path, frames: int | None = None, agent: str | None = N
     then records; any other field must keep its saved value. Everything is checked before the run
     directory is touched."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not a run directory ({'a file' if run_dir.exists() else 'no such path'})"
+                                "; --resume takes the directory a run wrote (its --logdir)")
     overrides = dict(overrides or {}) | ({"frames": frames} if frames is not None else {})
     recorded = recorded_config(run_dir)
     if recorded is not None:

@@ -274,6 +274,8 @@ def test_atari100k_spec_lowers_curls_loss_weight_on_four_games(tmp_path):
      "key 'report_frames' holds 5000, beyond the spec's budget of 2000 frames"),
     (lambda s: s.replace("report_frames: [1000, 2000]", "report_frames: [1500, 2000]"),
      r"key 'report_frames' holds 1500, which is not a multiple of eval_every_frames \(1000\)"),
+    (lambda s: s + "seeds: 3\n", r"(?s)not valid YAML.*found the key 'seeds' twice"),
+    (lambda s: s.replace("  sac: {", "  sac: {batch_size: 8, "), r"(?s)not valid YAML.*found the key 'batch_size' twice"),
 ])
 def test_spec_errors_name_the_file_and_key(tmp_path, edit, message):
     path = write_spec(tmp_path, edit(TINY_SPEC))
@@ -633,6 +635,20 @@ def test_the_budget_row_of_a_vector_env_run_is_its_final_evaluation(tmp_path):
     assert bench.scores_at(curves, "sac", spec.tasks[0], 2000) == {0: 16.7}
     assert bench.scores_at(curves, "sac", spec.tasks[0], 1000) == {0: 21.5}
     assert bench.score_at(np.array([1008.0, 2016]), np.array([21.5, 16.7]), 2000) == 21.5  # one env's slack
+    assert bench.earlier_evaluation_notes(curves, [1000, 2000]) == []
+
+
+def test_a_budget_between_evaluations_is_reported_with_a_note(tmp_path):
+    # `--frames 1500 --report-only` on runs evaluated at 1000 and 2000: the 1000 row, said so
+    spec = bench.load_spec(write_spec(tmp_path, TINY_SPEC))
+    (run,) = bench.plan(spec, ["sac"], [0], tmp_path / "out")
+    made_with(run)
+    write_eval(run.run_dir, [(1000, 21.5), (2000, 16.7)])
+    curves, _ = bench.collect(tmp_path / "out", ["sac"], spec.tasks, [0], [run])
+    assert bench.scores_at(curves, "sac", spec.tasks[0], 1500) == {0: 21.5}
+    assert bench.earlier_evaluation_notes(curves, [1000, 1500, 2000]) == [
+        "sac on dmc-state:cartpole-balance at 1500 frames: no evaluation at the budget; reported the last one "
+        "before it (seed 0 at 1000 frames)"]
 
 
 @pytest.mark.parametrize("damage, reason", [

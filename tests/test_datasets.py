@@ -242,6 +242,8 @@ INVALID_D4RL = {
     "non-boolean terminals": (_set("terminals", np.array([0, 0, 1, 2, 0, 0, 0], np.int64)), ["terminals[3]", "2"]),
     "non-boolean timeouts": (_set("timeouts", np.full(N, 0.5, np.float32)), ["timeouts[0]", "0.5"]),
     "zero steps": (lambda a: a.update({k: v[:0] for k, v in a.items()}), ["zero rows"]),
+    "reward beyond float32": (_set("rewards", lambda a: np.where(np.arange(N) == 3, 1e39, a["rewards"].astype(np.float64))),
+                              ["rewards[3]", "beyond float32's range"]),
     "next_observations shape": (_set("next_observations", lambda a: a["next_observations"][:, :2]),
                                 ["next_observations"]),
 }
@@ -259,6 +261,15 @@ def test_d4rl_validation_names_file_key_and_index(tmp_path, case):
     assert str(path) in message
     for text in expected:
         assert text in message
+
+
+def test_d4rl_observations_and_next_observations_of_other_dtypes_keep_their_values(tmp_path):
+    arrays = d4rl_arrays()
+    arrays["observations"] = np.arange(N * 3, dtype=np.int64).reshape(N, 3)
+    arrays["next_observations"] = arrays["observations"] + 0.5
+    data = D.load_d4rl(write_h5(tmp_path / "d.hdf5", arrays))
+    np.testing.assert_array_equal(data.episodes[-1].observations[-1], arrays["next_observations"][-1])
+    np.testing.assert_array_equal(data.episodes[0].observations[0], arrays["observations"][0])
 
 
 def test_d4rl_actions_outside_the_action_space(tmp_path):

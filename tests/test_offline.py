@@ -237,6 +237,32 @@ def test_collect_refuses_bad_options_before_collecting(options, message, tmp_pat
     assert message in capsys.readouterr().err and not list(tmp_path.iterdir())
 
 
+def test_a_dataset_naming_an_unknown_env_gets_the_closest_ids(tmp_path, capsys):
+    path = tmp_path / "typo.hdf5"
+    with h5py.File(path, "w") as f:
+        for key, value in {"observations": np.zeros((4, 5), np.float32), "actions": np.zeros((4, 1), np.float32),
+                           "rewards": np.zeros(4, np.float32), "terminals": np.zeros(4, bool),
+                           "timeouts": np.array([0, 0, 0, 1], bool)}.items():
+            f.create_dataset(key, data=value)
+        f.attrs["env_id"] = "dmc-state:cartpole-balanc"
+    assert main(["offline", "train", "sac", "--dataset", str(path), "--updates", "2", "--logdir", str(tmp_path / "r")]) == 2
+    error = capsys.readouterr().err
+    assert "env_id is not a crl environment" in error and "Closest ids: dmc-state:cartpole-balance" in error
+    assert "--env" in error and not (tmp_path / "r").exists()
+
+
+def test_collect_keeps_an_existing_file_unless_told_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "data.hdf5"
+    out.write_bytes(b"an earlier dataset")
+    argv = ["dataset", "collect", "--env", "dmc-state:cartpole-balance", "--policy", "random", "--episodes", "1",
+            "--max-episode-steps", "5", "--out", str(out)]
+    assert main(argv) == 2
+    assert f"{out} exists: choose another --out" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier dataset"
+    assert main([*argv, "--overwrite"]) == 0
+    assert datasets.load(str(out)).num_steps == 5
+
+
 def test_a_minari_id_with_or_without_its_prefix_is_the_same_dataset_on_resume(tmp_path, monkeypatch):
     from crl.logger import write_config
 

@@ -254,6 +254,25 @@ def test_resume_refuses_a_checkpoint_of_another_agent_and_leaves_the_run_alone(r
     assert snapshot(run_copy) == before
 
 
+def test_resume_names_a_path_that_is_not_a_run_directory(run_copy, tmp_path, capsys):
+    assert main(["train", "sac", "--resume", str(tmp_path / "nope")]) == 2
+    assert f"{tmp_path / 'nope'} is not a run directory (no such path)" in capsys.readouterr().err
+    (tmp_path / "run.pt").write_bytes(b"")
+    assert main(["train", "sac", "--resume", str(tmp_path / "run.pt")]) == 2
+    assert "run.pt is not a run directory (a file)" in capsys.readouterr().err
+    assert main(["train", "sac", "--env", "dmc-state:cartpole-balance", "--logdir", str(tmp_path / "run.pt")]) == 2
+    assert f"--logdir {tmp_path / 'run.pt'} is a file, not a run directory" in capsys.readouterr().err
+
+
+def test_offline_training_refuses_an_online_runs_directory(run_copy):
+    from crl import offline
+
+    before = snapshot(run_copy)
+    with pytest.raises(ValueError, match=f"{run_copy} is an online run .*crl train sac --resume"):
+        offline.resumed_offline_configs(run_copy, "sac", None, {}, (None, None))
+    assert snapshot(run_copy) == before
+
+
 def test_resume_refuses_an_agent_other_than_the_recorded_one(run_copy, capsys):
     before = snapshot(run_copy)
     assert main(["train", "drq", "--resume", str(run_copy)]) == 2
