@@ -445,6 +445,13 @@ def test_minari_validation_names_episode_key_and_index(minari_root):
         D.load("bad/actions-v0")
 
     episodes = maze_like_episodes()
+    episodes[1]["actions"] = episodes[1]["actions"][:-1]  # one action short of the rewards and observations
+    create_with_minari("bad/lengths-v0", episodes, MAZE_OBS, BOX2)
+    with pytest.raises(DatasetError, match=r"episode_1: the arrays disagree on the number of steps T .*"
+                                           r"rows actions 2, rewards 3, observations/observation 4, observations/achieved_goal 4"):
+        D.load("bad/lengths-v0")
+
+    episodes = maze_like_episodes()
     episodes[0]["terminations"] = np.array([False, True, False, True])
     create_with_minari("bad/flags-v0", episodes, MAZE_OBS, BOX2)
     with pytest.raises(DatasetError, match=r"episode_0: terminations\[1\] is set before"):
