@@ -512,9 +512,13 @@ def _d4rl_columns(arrays: dict, where: str, metadata: dict, ignored: list) -> _D
         _check_finite(next_obs, where, "next_observations")
         if next_obs.shape != observations.shape:
             _fail(where, f"next_observations has shape {next_obs.shape}, observations {observations.shape}")
-        if next_obs.dtype != observations.dtype:  # one dtype for both, without truncating either
-            common = np.result_type(observations.dtype, next_obs.dtype)
-            observations, next_obs = observations.astype(common, copy=False), next_obs.astype(common, copy=False)
+        if next_obs.dtype != observations.dtype:
+            converted = next_obs.astype(observations.dtype)
+            if observations.dtype.kind in "biu" and not np.array_equal(converted, next_obs):
+                # integer observations cannot hold these next observations: one wider dtype for both
+                common = np.result_type(observations.dtype, next_obs.dtype)
+                observations, converted = observations.astype(common), next_obs.astype(common)
+            next_obs = converted
     if "timeouts" in arrays:
         timeouts = _as_flags(arrays["timeouts"], where, "timeouts")
     else:

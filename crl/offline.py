@@ -43,6 +43,8 @@ def collect_command(env_id: str | None, policy: str, episodes: int, *, out: str 
         flag = "--minari-id"
     else:
         target, flag = Path(out), "--out"
+        if target.is_dir():
+            raise IsADirectoryError(f"--out {target} is a directory; --out names the .hdf5 file to write")
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists: choose another {flag}, remove it first, or pass --overwrite")
     dataset = collect(env_id, policy, episodes, seed=seed, style=style, noise=noise,
@@ -183,7 +185,7 @@ def resumed_offline_configs(run_dir: Path, agent_name: str, preset: str | None, 
     if manager.latest() is None:
         return fresh
     payload = manager.load_latest()
-    if isinstance(payload.get("config"), dict) and "dataset" not in payload["config"]:
+    if "replay" in payload:  # an online checkpoint (an offline one never stores its data)
         raise ValueError(f"{run_dir} is an online run (`crl train`), not an offline one: choose another --logdir "
                          f"(or go on with `crl train {payload.get('agent')} --resume {run_dir}`)")
     train.check_checkpoint_keys(payload, manager.loaded_path, train.OFFLINE_RESUME_KEYS)

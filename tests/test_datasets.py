@@ -270,6 +270,13 @@ def test_d4rl_observations_and_next_observations_of_other_dtypes_keep_their_valu
     data = D.load_d4rl(write_h5(tmp_path / "d.hdf5", arrays))
     np.testing.assert_array_equal(data.episodes[-1].observations[-1], arrays["next_observations"][-1])
     np.testing.assert_array_equal(data.episodes[0].observations[0], arrays["observations"][0])
+    # float32 observations with float64 next observations: one episode, float32, no gaps
+    x = np.random.default_rng(0).normal(size=(N + 1, 3))
+    arrays = d4rl_arrays()
+    del arrays["timeouts"]
+    arrays["observations"], arrays["next_observations"] = x[:-1].astype(np.float32), x[1:]
+    data = D.load_d4rl(write_h5(tmp_path / "f.hdf5", arrays))
+    assert data.metadata["cut_at_observation_gaps"] == 0 and data.episodes[0].observations.dtype == np.float32
 
 
 def test_d4rl_actions_outside_the_action_space(tmp_path):

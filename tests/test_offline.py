@@ -261,6 +261,9 @@ def test_collect_keeps_an_existing_file_unless_told_to_overwrite(tmp_path, capsy
     assert out.read_bytes() == b"an earlier dataset"
     assert main([*argv, "--overwrite"]) == 0
     assert datasets.load(str(out)).num_steps == 5
+    (tmp_path / "dir.hdf5").mkdir()
+    assert main([*argv[:-1], str(tmp_path / "dir.hdf5"), "--overwrite"]) == 2
+    assert "dir.hdf5 is a directory" in capsys.readouterr().err
 
 
 def test_a_minari_id_with_or_without_its_prefix_is_the_same_dataset_on_resume(tmp_path, monkeypatch):
