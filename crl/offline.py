@@ -10,6 +10,7 @@ dataset's own score, and resuming the run on another dataset is an error.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,10 @@ def train_command(agent_name: str, spec: str, preset: str | None, overrides: dic
     try:
         check_dataset_fits_env(dataset, str(spec), run.env, env)
         replay = datasets.to_replay(dataset, seed=run.seed)
+        batch_size = getattr(agent_config, "batch_size", 0)
+        if batch_size > dataset.num_steps:
+            print(f"warning: batch_size {batch_size} is more than the dataset's {dataset.num_steps} transitions: "
+                  "each batch repeats transitions", file=sys.stderr)
         run_dir.mkdir(parents=True, exist_ok=True)
     except BaseException:
         env.close()

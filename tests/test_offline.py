@@ -251,6 +251,12 @@ def test_a_dataset_naming_an_unknown_env_gets_the_closest_ids(tmp_path, capsys):
     assert "--env" in error and not (tmp_path / "r").exists()
 
 
+def test_a_batch_larger_than_the_dataset_is_warned_of(maze_file, tmp_path, capsys):
+    assert main(["offline", "train", "gcbc", "--dataset", str(maze_file), "--logdir", str(tmp_path / "run"),
+                 "--updates", "1", "--set", "hidden_dims=16", "batch_size=300", "eval_episodes=1"]) == 0
+    assert "batch_size 300 is more than the dataset's 240 transitions" in capsys.readouterr().err
+
+
 def test_collect_keeps_an_existing_file_unless_told_to_overwrite(tmp_path, capsys):
     out = tmp_path / "data.hdf5"
     out.write_bytes(b"an earlier dataset")
