@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="auto", help=DEVICE_HELP)
     q.set_defaults(func=cmd_offline)
 
-    p = sub.add_parser("demo", help="the README's main job: DrQ learns a DMC task from pixels in minutes")
+    p = sub.add_parser("demo", help="the README's main job: DrQ-v2 learns a DMC task from pixels in minutes")
     p.add_argument("--states", action="store_true", help="the faster state-based demo (SAC, cartpole swing-up)")
     p.add_argument("--logdir", default="runs/demo")
     p.add_argument("--seed", type=int, default=0)

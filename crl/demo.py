@@ -1,10 +1,10 @@
-"""`make demo`: DrQ learns cartpole balance from pixels on the CPU in under 10 minutes.
+"""`make demo`: DrQ-v2 learns cartpole balance from pixels on the CPU in about 9 minutes (AMX).
 
-Trains DrQ (preset `cpu-smoke`: small batch and MLPs, the convs in bfloat16 where the CPU has
-bf16 units) on 84x84 renders of `dmc:cartpole-balance`, scores a uniformly random policy on the
-same evaluation seeds for comparison, and writes a learning-curve PNG and an evaluation video into
-the run directory. `crl demo --states` is the faster state-based one: SAC on cartpole swing-up.
-Everything is local: no download, no server.
+Trains DrQ-v2 (preset `cpu-smoke`: batch 128, action repeat 2, the convs in bfloat16 where that is
+faster on the CPU) for 12k frames on 84x84 renders of `dmc:cartpole-balance`, scores a uniformly
+random policy on the same evaluation seeds for comparison, and writes a learning-curve PNG and an
+evaluation video into the run directory. `crl demo --states` is the faster state-based one: SAC
+on cartpole swing-up. Everything is local: no download, no server.
 """
 
 from __future__ import annotations
@@ -29,21 +29,20 @@ class Demo:
 
 
 DEMOS = {
-    # BENCHMARKS.md, "Pixel agents on CPU": DrQ cpu-smoke scored 318-565 on balance at 32k
-    # frames (seeds 0 and 1, and the demo runs), where a random policy scores about 270; the
-    # preset's full 64k frames pass 700 (about 20 min with bf16 convs). The
-    # 10-minute budget holds where the convs run in bf16 on AMX (8.5 min) or a GPU; with
-    # AVX512-BF16 (AMD EPYC) it took 11.5 min (565); where they run in fp32 it took 13 min (320; an
-    # Intel Xeon without AMX, with the smaller shadow map) to 24 min (370, AVX2 only): FP32_CPU_NOTE.
-    "pixels": Demo("drq", "dmc:cartpole-balance", "DrQ from pixels (cpu-smoke)", {"frames": 32_000}),
+    # BENCHMARKS.md: the current DrQ-v2 cpu-smoke preset scored 491-543 at 12k frames in the nine
+    # runs recorded (seeds 0 and 1, several CPUs), where a random policy scores 270 +- 34; 12k
+    # frames took 8.6 min with AMX, 13-17 min with AVX512-BF16 (AMD EPYC), longer where the convs
+    # run in fp32 (FP32_CPU_NOTE). The preset's full 32k frames pass 700 (20-21 min with AMX).
+    # DrQ's cpu-smoke, the demo before, stays near random on some seeds until 48k-64k frames.
+    "pixels": Demo("drqv2", "dmc:cartpole-balance", "DrQ-v2 from pixels (cpu-smoke)", {"frames": 12_000}),
     "states": Demo("sac", "dmc-state:cartpole-swingup", "SAC from states (cpu-smoke)"),
 }
 
 
 # Measured with `crl demo` on 2-core CPUs: see BENCHMARKS.md.
 FP32_CPU_NOTE = ("note: bf16 convs are not faster than fp32 on this CPU (no bf16 units, or measured "
-                 "slower), so the convs run in fp32 and the pixel demo takes 13-24 minutes on 2-core "
-                 "CPUs (8.5 with AMX). `crl demo --states` is the 4-minute state-based demo.")
+                 "slower), so the convs run in fp32 and the pixel demo takes about 20 minutes or more on "
+                 "2-core CPUs (9 with AMX). `crl demo --states` is the 4-minute state-based demo.")
 
 
 def convs_in_fp32_on_cpu(agent_config, device: torch.device) -> bool:

@@ -53,7 +53,7 @@ def test_pixel_demo_warns_where_its_convs_run_in_fp32(monkeypatch, bf16_speedup)
 
     monkeypatch.setattr(crl.encoders, "cpu_bf16_conv_speedup", lambda: bf16_speedup)
     bf16_units = bf16_speedup > 1
-    _, config = train.build_configs("drq", "cpu-smoke", {"env": DEMOS["pixels"].env_id})
+    _, config = train.build_configs(DEMOS["pixels"].agent, "cpu-smoke", {"env": DEMOS["pixels"].env_id})
     assert config.precision == "auto"  # the demo's preset follows the hardware
     assert convs_in_fp32_on_cpu(config, torch.device("cpu")) is not bf16_units
     config.precision = "float32"
