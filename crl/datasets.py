@@ -195,15 +195,14 @@ def _check_episode(episode: Episode, where: str, action_space: Any = None) -> No
     steps = len(episode.actions)
     if steps < 1:
         _fail(where, "the episode has no steps")
-    arrays = [("rewards", episode.rewards), *_obs_fields(episode.observations).items()]
+    observations = _obs_fields(episode.observations)
+    arrays = [("rewards", episode.rewards), *observations.items()]
     rows = {"actions": steps} | {key: len(array) for key, array in arrays if np.ndim(array)}
-    if len({n - (key not in ("actions", "rewards")) for key, n in rows.items()}) > 1:  # T, or T+1 observations
+    if len({n - (key in observations) for key, n in rows.items()}) > 1:  # T, or T+1 observations
         listed = ", ".join(f"{key} {n}" for key, n in rows.items())
         _fail(where, f"the arrays disagree on the number of steps T (observations hold T+1 rows): rows {listed}")
-    for key, array in _obs_fields(episode.observations).items():
+    for key, array in observations.items():
         _check_array(array, where, key)
-        if len(array) != steps + 1:
-            _fail(where, f"{key} has {len(array)} rows, expected T+1 = {steps + 1} for {steps} actions")
     _check_goal_widths(episode.observations, where)
     actions = np.asarray(episode.actions)
     _check_array(actions, where, "actions")
