@@ -15,6 +15,9 @@ Storage
   every field, or a mapping ``{field: stack}`` with missing fields at 1). An array observation is
   the single field ``"obs"``.
 * Frames keep their dtype (uint8 pixels stay uint8), except float64, which is stored as float32.
+* ``keep_frames_on(device)`` adds a copy of the frame arrays on a GPU, written with every frame;
+  n-step transition batches sampled for that device then gather their frame stacks there (the
+  host arrays stay the store of record).
 * Stacks are rebuilt from positions ``max(p - k + 1 + i, 0)``, i = 0..k-1, inside one episode:
   they never cross an episode boundary, and the first k - 1 observations of an episode repeat its
   first frame, exactly as the environment's frame stack does at reset.
@@ -60,6 +63,7 @@ same layout, so sampling and later additions continue exactly.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -119,12 +123,20 @@ def _storage_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype == np.float64 else np.dtype(dtype)
 
 
-def _to_torch(batch: dict[str, np.ndarray], device: Any) -> dict[str, torch.Tensor]:
+def _to_torch(batch: dict[str, Any], device: Any) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in batch.items():
-        tensor = torch.from_numpy(np.ascontiguousarray(value))
+        tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
         out[key] = tensor if device is None else tensor.to(device, non_blocking=True)
     return out
+
+
+def _same_device(device: Any) -> torch.device:
+    """``device`` with its index filled in ("cuda" and "cuda:0" name one GPU)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 class NothingToSample(ValueError):
@@ -187,6 +199,8 @@ class EpisodeReplay:
         self.capacity = self.stream_capacity * self.num_streams
         self._frame_stack_arg = frame_stack
         self.rng = np.random.default_rng(seed)
+        self._frames_device: torch.device | None = None  # see keep_frames_on
+        self._frames_device_budget: int | None = None
         self._reset_storage()
 
     # ---- bookkeeping -----------------------------------------------------------------------
@@ -194,6 +208,7 @@ class EpisodeReplay:
     def _reset_storage(self) -> None:
         self._stack: dict[str, int] = {}       # obs field -> frame stack (empty until first obs)
         self._frames: dict[str, np.ndarray] = {}
+        self._device_frames: dict[str, torch.Tensor] = {}  # copies on _frames_device, if any
         self._dict_obs: bool | None = None
         self._steps: dict[str, np.ndarray] = {}  # step field -> (capacity, ...) array
         self._ep = {name: np.zeros(16, dtype) for name, dtype in
@@ -288,6 +303,7 @@ class EpisodeReplay:
             self._stack[name] = self._stack_of(name)
             self._frames[name] = np.empty((self.capacity, *frame.shape), _storage_dtype(frame.dtype))
         self._dict_obs = is_dict
+        self._copy_frames_to_device(empty=True)
 
     def _newest_frames(self, fields: dict[str, np.ndarray], is_dict: bool,
                        stacked: bool = True) -> dict[str, np.ndarray]:
@@ -460,7 +476,7 @@ class EpisodeReplay:
             if frames.shape[1:] != self._frames[name].shape[1:]:
                 raise ValueError(f"field {name!r}: frames of shape {frames.shape[1:]} differ from the "
                                  f"stored {self._frames[name].shape[1:]}")
-            self._frames[name][slots] = frames
+            self._store_frames(name, slots, frames)
         self._write_steps(slots[:T], action=actions, reward=rewards, **flags, **extras)
         self._ep["length"][row] = T
         self._ep["done"][row] = True
@@ -469,7 +485,55 @@ class EpisodeReplay:
 
     def _write_frames(self, frames: dict[str, np.ndarray], slot) -> None:
         for name, frame in frames.items():
-            self._frames[name][slot] = frame
+            self._store_frames(name, slot, frame)
+
+    def _store_frames(self, name: str, slots, frames: np.ndarray) -> None:
+        self._frames[name][slots] = frames
+        if name in self._device_frames:  # the stored (dtype-converted) values, a few KB per step
+            device = self._frames_device
+            # an int, not a 0-d tensor, for one slot: indexing by a 0-d CUDA tensor waits for the GPU
+            index = int(slots) if np.ndim(slots) == 0 else torch.from_numpy(np.asarray(slots, np.int64)).to(device)
+            self._device_frames[name][index] = torch.from_numpy(self._frames[name][slots]).to(device)
+
+    # ---- frames on the training device -----------------------------------------------------
+
+    def keep_frames_on(self, device: Any, max_bytes: int | None = None) -> None:
+        """Also hold every stored frame on ``device`` (a GPU), so that transition batches sampled
+        for that device gather their observations there: no gather on the host and no host-to-device
+        copy of each batch's frames, which on an H200 took as long as DrQ-v2's whole update
+        (BENCHMARKS.md, "Where the training loop's time goes"). The host arrays remain the store of
+        record (checkpoints, episodes, the other samplers). With ``max_bytes``, frames that would
+        need more on the device stay on the host only (with a warning)."""
+        self._frames_device = _same_device(device)
+        self._frames_device_budget = max_bytes
+        self._copy_frames_to_device(empty=False)
+
+    @property
+    def frames_on_device(self) -> torch.device | None:
+        """The device holding a copy of the frames (None: host only, or not allocated yet)."""
+        return self._frames_device if self._device_frames else None
+
+    def _copy_frames_to_device(self, empty: bool) -> None:
+        """(Re)build the device copies of the frame arrays: empty ones at allocation, full copies
+        after a load or when asked for later."""
+        self._device_frames = {}
+        if self._frames_device is None or not self._frames:
+            return
+        need = sum(a.nbytes for a in self._frames.values())
+        if self._frames_device_budget is not None and need > self._frames_device_budget:
+            warnings.warn(f"replay frames ({need / 2**30:.1f} GiB) exceed the {self._frames_device_budget / 2**30:.1f} "
+                          f"GiB allowed on {self._frames_device}: batches are gathered on the host and copied",
+                          stacklevel=3)
+            return
+        for name, frames in self._frames.items():
+            if empty:
+                dtype = torch.from_numpy(frames[:0]).dtype
+                self._device_frames[name] = torch.empty(frames.shape, dtype=dtype, device=self._frames_device)
+            else:
+                self._device_frames[name] = torch.from_numpy(frames).to(self._frames_device)
+
+    def _gathers_on(self, device: Any) -> bool:
+        return device is not None and bool(self._device_frames) and _same_device(device) == self._frames_device
 
     def _write_steps(self, slot, **values) -> None:
         for name, value in values.items():
@@ -491,6 +555,14 @@ class EpisodeReplay:
         out = np.take(frames, self._slots(rows, stack_positions(pos, k)), axis=0)
         return out.reshape(np.shape(pos) + (k * frames.shape[1],) + frames.shape[2:])
 
+    def _obs_on_device(self, name: str, rows: np.ndarray, pos: np.ndarray) -> torch.Tensor:
+        """``_obs_at`` from the device copy of the frames (a tensor there)."""
+        frames = self._device_frames[name]
+        k = self._stack[name]
+        slots = self._slots(rows, stack_positions(pos, k) if k > 1 else pos)
+        out = frames.index_select(0, torch.from_numpy(slots.reshape(-1)).to(frames.device))
+        return out.reshape(np.shape(pos) + (k * frames.shape[1],) + tuple(frames.shape[2:]))
+
     def _step_at(self, name: str, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
         return np.take(self._steps[name], self._slots(rows, pos), axis=0)
 
@@ -503,7 +575,7 @@ class EpisodeReplay:
             raise KeyError(f"unknown observation fields {sorted(unknown)}; have {sorted(self._stack)}")
         return names
 
-    def _gather_transitions(self, rows, t, n_step, gamma, fields) -> dict[str, np.ndarray]:
+    def _gather_transitions(self, rows, t, n_step, gamma, fields, on_device: bool = False) -> dict[str, Any]:
         length = self._ep["length"][rows]
         if np.any(t < 0) or np.any(t >= length):
             raise IndexError("step index outside its episode")
@@ -514,9 +586,10 @@ class EpisodeReplay:
         rewards = np.where(valid, self._step_at("reward", rows, window), 0.0)
         terminated = np.any(valid & self._step_at("terminated", rows, window), axis=1)
         batch = {}
+        obs_at = self._obs_on_device if on_device else self._obs_at
         for name in self._select(fields):
-            batch[name] = self._obs_at(name, rows, t)
-            batch["next_" + name] = self._obs_at(name, rows, t + m)
+            batch[name] = obs_at(name, rows, t)
+            batch["next_" + name] = obs_at(name, rows, t + m)
         batch["action"] = self._step_at("action", rows, t)
         batch["reward"] = (rewards @ (float(gamma) ** k)).astype(np.float32)
         batch["discount"] = (float(gamma) ** m * ~terminated).astype(np.float32)
@@ -571,7 +644,7 @@ class EpisodeReplay:
         """
         rng = self.rng if rng is None else rng
         rows, t = _draw(rng, self._window_counts(n_step, True), batch_size)
-        batch = self._gather_transitions(rows, t, n_step, gamma, fields)
+        batch = self._gather_transitions(rows, t, n_step, gamma, fields, on_device=self._gathers_on(device))
         return self._finish(batch, rows, t, return_index, device)
 
     def sample_sequences(self, batch_size: int, length: int, *, pad: bool = True, stacked: bool = True,
@@ -733,6 +806,7 @@ class EpisodeReplay:
                     self._stack[name] = int(sd[f"meta/frame_stack/{name}"])
                     self._frames[name] = np.empty((self.capacity, *data.shape[1:]), data.dtype)
                     self._frames[name][slots] = data
+        self._copy_frames_to_device(empty=False)
         step_keys = [k for k in sd if k.startswith("steps/")]
         if step_keys:
             rows, pos = self._flat_positions(extra=0)

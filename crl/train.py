@@ -54,6 +54,9 @@ class RunConfig:
     updates: int = 100_000  # offline runs: the budget in gradient steps (no env steps)
     eval_every_updates: int = 10_000  # offline runs
     device: str = "auto"
+    # "auto": a copy of the replay's frames on a CUDA device, where they take at most half of its
+    # free memory and the agent samples transitions (batches then skip the host-to-device copy)
+    replay_on_device: str = "auto"  # "auto", "yes", "no"
 
     def __post_init__(self):
         check_run_values(self)
@@ -61,7 +64,7 @@ class RunConfig:
 
 # Fields that may differ between a checkpoint and the run that resumes or evaluates it.
 RESUMABLE_FIELDS = {"frames", "updates", "eval_every_updates", "eval_every_frames", "eval_episodes", "checkpoint_every_frames",
-                    "keep_checkpoints", "video", "device"}
+                    "keep_checkpoints", "video", "device", "replay_on_device"}
 
 POSITIVE_RUN_FIELDS = ("frames", "update_every", "eval_every_frames", "eval_episodes", "replay_capacity", "num_envs",
                        "keep_checkpoints", "image_size", "updates", "eval_every_updates")
@@ -88,6 +91,23 @@ def check_run_values(run: RunConfig) -> None:
     if run.visuals not in VISUALS:
         raise ConfigError(f"run config field 'visuals' must be one of {', '.join(VISUALS)}, got {run.visuals!r}")
     check_device_name(run.device)
+    if run.replay_on_device not in REPLAY_ON_DEVICE:
+        raise ConfigError(f"run config field 'replay_on_device' must be one of {', '.join(REPLAY_ON_DEVICE)}, "
+                          f"got {run.replay_on_device!r}")
+
+
+REPLAY_ON_DEVICE = ("auto", "yes", "no")
+
+
+def keep_replay_frames_on_device(replay: EpisodeReplay, setting: str, device: torch.device, batch_kind: str) -> None:
+    """The run's `replay_on_device`: "yes" keeps a copy of the frames on a non-CPU `device`; "auto"
+    does so on a CUDA device for agents that sample transitions, within half of its free memory."""
+    if setting == "no" or device.type == "cpu":
+        return
+    if setting == "yes":
+        replay.keep_frames_on(device)
+    elif device.type == "cuda" and batch_kind == "transitions":
+        replay.keep_frames_on(device, max_bytes=torch.cuda.mem_get_info(device)[0] // 2)
 
 
 def check_device_name(name: str) -> None:
@@ -358,6 +378,7 @@ class OnlineTrainer:
         stack = frame_stack_of(self.eval_env)
         self.replay = EpisodeReplay(run.replay_capacity, frame_stack=stack, num_streams=run.num_envs,
                                     seed=run.seed)
+        keep_replay_frames_on_device(self.replay, run.replay_on_device, self.device, self.agent.batch_kind)
         self.counters = {"frames": 0, "agent_steps": 0, "updates": 0}
         self.rng = np.random.default_rng(run.seed)
         self.env.action_space.seed(run.seed)
@@ -839,6 +860,7 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
         eval_env = envs.make(run.env, **env_options(run, training=False))
     with contextlib.closing(eval_env):  # also when building or restoring the agent fails
         agent = make_agent(agent_name, eval_env, agent_config, device, offline=True)
+        keep_replay_frames_on_device(replay, run.replay_on_device, device, agent.batch_kind)
         manager = CheckpointManager(run_dir / "checkpoints", keep=run.keep_checkpoints)
         counters = {"frames": 0, "agent_steps": 0, "updates": 0}
         payload = manager.load_latest() if manager.latest() is not None else None

@@ -24,6 +24,7 @@ import torch
 
 from benchlib import command_line, machine_line, write_section
 from crl import train
+from crl.config import parse_assignments
 from crl.system import cpu_has_bf16_units, cpu_label, keep_freed_memory
 
 TITLE = "Training throughput (pixel agents, rendering included)"
@@ -48,8 +49,8 @@ def parse_case(text: str) -> tuple[str, str, str, int, str | None]:
 
 
 def measure(agent: str, preset: str, env_id: str, num_envs: int, precision: str | None,
-            seconds: float) -> dict[str, float]:
-    overrides = {"env": env_id, "seed": 0, "num_envs": num_envs, "replay_capacity": 20_000}
+            seconds: float, extra: dict[str, str] | None = None) -> dict[str, float]:
+    overrides = {"env": env_id, "seed": 0, "num_envs": num_envs, "replay_capacity": 20_000} | (extra or {})
     run, agent_config = train.build_configs(agent, preset, overrides | ({"precision": precision} if precision else {}))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = train.OnlineTrainer(agent, run, agent_config, tmp)
@@ -92,6 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=40.0, help="timed seconds per case")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="config overrides for every case (e.g. replay_on_device=no)")
     parser.add_argument("--case", type=parse_case, action="append",
                         help="AGENT,PRESET,ENV_ID,NUM_ENVS[,PRECISION] instead of the default cases (repeatable)")
     parser.add_argument("--write", action="store_true")
@@ -107,7 +110,7 @@ def main() -> None:
         # emulated bf16 (an AVX2-only CPU) runs at under 1 GFLOP/s: an update would take minutes
         cases = [case for case in cases if case[4] != "bfloat16"]
     for agent, preset, env_id, num_envs, precision in cases:
-        m = measure(agent, preset, env_id, num_envs, precision, args.seconds)
+        m = measure(agent, preset, env_id, num_envs, precision, args.seconds, parse_assignments(args.set))
         rows.append(f"| {agent} | {preset} | `{env_id}` | {num_envs} | {m['batch']} | {m['precision']} | {m['frames_per_s']:.1f} | "
                     f"{m['updates_per_s']:.2f} | {100 * m['update_share']:.0f}% |")
         print(rows[-1], flush=True)
@@ -128,7 +131,8 @@ def main() -> None:
     if args.write:
         # one section per CPU (bf16 units or not change every ratio); a GPU run gets its own
         where = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_label()
-        write_section(f"{TITLE} ({where}{', chosen cases' if args.case else ''})", body)
+        settings = "".join(f", {item}" for item in args.set)  # a section of its own per override
+        write_section(f"{TITLE} ({where}{', chosen cases' if args.case else ''}{settings})", body)
 
 
 if __name__ == "__main__":

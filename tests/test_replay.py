@@ -562,3 +562,72 @@ def test_an_empty_replay_keeps_its_frame_stack_through_state_dict(frame_stack):
     obs = stacked if isinstance(frame_stack, int) else {"pixels": stacked, "state": np.zeros(2, np.float32)}
     replay.add_first(obs)
     assert replay.obs_fields["pixels" if isinstance(frame_stack, dict) else "obs"] == 3
+
+
+# ---- frames kept on the training device (a GPU; here the CPU stands in for it) ------------------
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _twin_replays(device, capacity=120, streams=2, seed=3):
+    """Two replays fed the same steps (with evictions), one also holding its frames on `device`."""
+    plain = EpisodeReplay(capacity=capacity, frame_stack=3, num_streams=streams, seed=0)
+    mirrored = EpisodeReplay(capacity=capacity, frame_stack=3, num_streams=streams, seed=0)
+    mirrored.keep_frames_on(device)
+    for replay in (plain, mirrored):
+        rng = np.random.default_rng(seed)
+        envs = [FakeStream(rng, (3, 4, 4), 3) for _ in range(streams)]
+        drive(replay, NaiveStore(), envs, n_steps=300, rng=rng, max_len=25)
+    return plain, mirrored
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_frames_on_device_give_the_host_batches(device):
+    plain, mirrored = _twin_replays(device)
+    assert mirrored.frames_on_device is not None and mirrored.frames_on_device.type == device
+    assert plain.num_frames < 300  # episodes were evicted, so ring slots were overwritten
+    for n_step in (1, 3):
+        want = plain.sample_transitions(64, n_step=n_step, device=device)
+        got = mirrored.sample_transitions(64, n_step=n_step, device=device)
+        assert want.keys() == got.keys()
+        for key in want:
+            assert got[key].device == want[key].device and got[key].dtype == want[key].dtype, key
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+    # batches for another device (here: kept on the host) are gathered on the host as before
+    np.testing.assert_array_equal(mirrored.sample_transitions(8)["obs"].numpy(),
+                                  plain.sample_transitions(8)["obs"].numpy())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_frames_on_device_follow_loads_and_whole_episodes(device):
+    plain, mirrored = _twin_replays(device)
+    state = plain.state_dict()
+    restored = EpisodeReplay(capacity=10, frame_stack=1)
+    restored.keep_frames_on(device)  # asked for before the load: the load fills the device copy
+    restored.load_state_dict(state)
+    late = EpisodeReplay.from_state_dict(state)
+    late.keep_frames_on(device)  # asked for after the data arrived: copied then
+    loaded = EpisodeReplay(capacity=120, frame_stack=3, seed=0)
+    loaded.keep_frames_on(device)  # whole episodes (datasets) go to the device copy too
+    for serial in plain.episode_ids:
+        ep = plain.get_episode(serial)
+        if bool(ep["done"]):
+            loaded.add_episode(ep["obs"], ep["action"], ep["reward"], ep["terminated"], ep["truncated"])
+    for replay, twin in ((restored, EpisodeReplay.from_state_dict(state)),
+                         (late, EpisodeReplay.from_state_dict(state)),
+                         (loaded, EpisodeReplay.from_state_dict(loaded.state_dict()))):
+        assert replay.frames_on_device is not None
+        want = twin.sample_transitions(64, n_step=3, device=device)
+        got = replay.sample_transitions(64, n_step=3, device=device)
+        for key in ("obs", "next_obs", "reward"):
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+
+
+def test_frames_over_the_device_budget_stay_on_the_host():
+    replay = EpisodeReplay(capacity=100, frame_stack=3, seed=0)
+    replay.keep_frames_on("cpu", max_bytes=100 * 3 * 4 * 4 - 1)  # one byte short
+    with pytest.warns(UserWarning, match="exceed"):
+        drive(replay, NaiveStore(), [FakeStream(np.random.default_rng(0), (3, 4, 4), 3)], n_steps=20,
+              rng=np.random.default_rng(0))
+    assert replay.frames_on_device is None
+    assert replay.sample_transitions(4, device="cpu")["obs"].shape == (4, 9, 4, 4)

@@ -628,3 +628,21 @@ def test_a_run_that_would_never_update_is_refused_before_it_starts(tmp_path, cap
     assert "drq on dmc:cartpole-swingup: per-task settings of its paper or released code: seed_frames=8000" in err
     assert "seed_frames 8000 >= frames 6000: the run would act at random and never update" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_replay_on_device_setting():
+    """`replay_on_device`: never on the CPU; "yes" on another device; "auto" only on CUDA, for
+    transition batches (the meta device stands in for a GPU here)."""
+    from crl.replay import EpisodeReplay
+
+    def frames_on(setting, device, kind="transitions"):
+        replay = EpisodeReplay(capacity=10, frame_stack=1)
+        train.keep_replay_frames_on_device(replay, setting, torch.device(device), kind)
+        replay.add_first(np.zeros((3, 2, 2), np.uint8))
+        return replay.frames_on_device
+
+    assert frames_on("yes", "meta") == torch.device("meta")
+    assert frames_on("auto", "meta") is None and frames_on("no", "meta") is None
+    assert frames_on("yes", "cpu") is None and frames_on("auto", "cpu") is None
+    with pytest.raises(train.ConfigError, match="replay_on_device"):
+        train.RunConfig(replay_on_device="gpu")
