@@ -55,7 +55,10 @@ Running the full benchmark on a GPU (a paper-scale pixel run is many hours on a 
     .venv/bin/crl bench atari100k --agents drq-eps,curl-rainbow,sb3-dqn --seeds 5 --out runs/bench/atari100k
 
 Runs use the GPU through `device: auto` (or put `run: {device: cuda}` in a spec) and go one at a
-time. The command can be stopped and started again at any time; split the work over machines
+time. Measured on an H200 (BENCHMARKS.md, "Where the training loop's time goes on a GPU"):
+DrQ-v2's loop at 260 frames/s alone with the replay's frames on the GPU (100k frames in about 6.5
+minutes plus evaluation); the update is bound by the CPU that launches it, so several processes
+(below) share one GPU well: 4 DrQ runs at once kept it 90% busy. The command can be stopped and started again at any time; split the work over machines
 or processes with --agents / --tasks (each (agent, task, seed) has its own directory; give each
 process its own agents or tasks), copy the run directories into one OUT and run
 `crl bench SPEC --out OUT --report-only` there. Check the set-up first with one short run:
@@ -455,7 +458,8 @@ def recorded_differences(run: BenchRun, recorded: dict) -> list[str]:
 # it is evaluated. Everything else, eval cadence and episodes included (the report compares eval
 # returns across runs), must match the spec for a finished run to be kept or a crashed one resumed.
 # All are among crl.train.RESUMABLE_FIELDS, so a resume may take the spec's values.
-RUN_FIELDS_FREE_TO_DIFFER = ("frames", "device", "checkpoint_every_frames", "keep_checkpoints", "video")
+RUN_FIELDS_FREE_TO_DIFFER = ("frames", "device", "checkpoint_every_frames", "keep_checkpoints", "video",
+                             "replay_on_device")
 
 
 def recorded_run_differences(run: BenchRun, recorded: dict) -> list[str]:

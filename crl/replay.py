@@ -493,7 +493,7 @@ class EpisodeReplay:
             device = self._frames_device
             # an int, not a 0-d tensor, for one slot: indexing by a 0-d CUDA tensor waits for the GPU
             index = int(slots) if np.ndim(slots) == 0 else torch.from_numpy(np.asarray(slots, np.int64)).to(device)
-            self._device_frames[name][index] = torch.from_numpy(self._frames[name][slots]).to(device)
+            self._device_frames[name][index] = torch.as_tensor(np.asarray(self._frames[name][slots])).to(device)
 
     # ---- frames on the training device -----------------------------------------------------
 
@@ -503,8 +503,9 @@ class EpisodeReplay:
         copy of each batch's frames, which on an H200 took as long as DrQ-v2's whole update
         (BENCHMARKS.md, "Where the training loop's time goes"). The host arrays remain the store of
         record (checkpoints, episodes, the other samplers). With ``max_bytes``, frames that would
-        need more on the device stay on the host only (with a warning)."""
-        self._frames_device = _same_device(device)
+        need more on the device (or that it has no memory for) stay on the host only, with a
+        warning. ``None`` drops the device copy."""
+        self._frames_device = None if device is None else _same_device(device)
         self._frames_device_budget = max_bytes
         self._copy_frames_to_device(empty=False)
 
@@ -525,12 +526,19 @@ class EpisodeReplay:
                           f"GiB allowed on {self._frames_device}: batches are gathered on the host and copied",
                           stacklevel=3)
             return
-        for name, frames in self._frames.items():
-            if empty:
-                dtype = torch.from_numpy(frames[:0]).dtype
-                self._device_frames[name] = torch.empty(frames.shape, dtype=dtype, device=self._frames_device)
-            else:
-                self._device_frames[name] = torch.from_numpy(frames).to(self._frames_device)
+        try:
+            for name, frames in self._frames.items():
+                if empty:
+                    dtype = torch.from_numpy(frames[:0]).dtype
+                    self._device_frames[name] = torch.empty(frames.shape, dtype=dtype, device=self._frames_device)
+                else:  # a copy also where the device is the CPU (tests): never the host array itself
+                    self._device_frames[name] = torch.from_numpy(frames).to(self._frames_device, copy=True)
+        except torch.cuda.OutOfMemoryError:
+            if self._frames_device_budget is None:
+                raise
+            self._device_frames = {}
+            warnings.warn(f"no memory on {self._frames_device} for the replay frames ({need / 2**30:.1f} GiB): "
+                          "batches are gathered on the host and copied", stacklevel=3)
 
     def _gathers_on(self, device: Any) -> bool:
         return device is not None and bool(self._device_frames) and _same_device(device) == self._frames_device
@@ -561,6 +569,8 @@ class EpisodeReplay:
         k = self._stack[name]
         slots = self._slots(rows, stack_positions(pos, k) if k > 1 else pos)
         out = frames.index_select(0, torch.from_numpy(slots.reshape(-1)).to(frames.device))
+        if k == 1:
+            return out.reshape(np.shape(pos) + tuple(frames.shape[1:]))
         return out.reshape(np.shape(pos) + (k * frames.shape[1],) + tuple(frames.shape[2:]))
 
     def _step_at(self, name: str, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:

@@ -100,14 +100,16 @@ REPLAY_ON_DEVICE = ("auto", "yes", "no")
 
 
 def keep_replay_frames_on_device(replay: EpisodeReplay, setting: str, device: torch.device, batch_kind: str) -> None:
-    """The run's `replay_on_device`: "yes" keeps a copy of the frames on a non-CPU `device`; "auto"
-    does so on a CUDA device for agents that sample transitions, within half of its free memory."""
-    if setting == "no" or device.type == "cpu":
-        return
-    if setting == "yes":
+    """The run's `replay_on_device` for agents that sample n-step transitions (the batches that
+    gather on the device): "yes" keeps a copy of the frames on a non-CPU `device`; "auto" on a
+    CUDA device, within half of its free memory; otherwise (and for other batch kinds) none."""
+    usable = setting != "no" and device.type != "cpu" and batch_kind == "transitions"
+    replay.keep_frames_on(None)  # drops an earlier copy, whose memory then counts as free below
+    if usable and setting == "yes":
         replay.keep_frames_on(device)
-    elif device.type == "cuda" and batch_kind == "transitions":
-        replay.keep_frames_on(device, max_bytes=torch.cuda.mem_get_info(device)[0] // 2)
+    elif usable and device.type == "cuda":  # torch's cache holds freed blocks: free to us, not to the driver
+        free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        replay.keep_frames_on(device, max_bytes=free // 2)
 
 
 def check_device_name(name: str) -> None:

@@ -594,8 +594,26 @@ def test_frames_on_device_give_the_host_batches(device):
             assert got[key].device == want[key].device and got[key].dtype == want[key].dtype, key
             torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
     # batches for another device (here: kept on the host) are gathered on the host as before
+    def no_device_gather(*args):
+        raise AssertionError("gathered on the device")
+
+    mirrored._obs_on_device = no_device_gather
     np.testing.assert_array_equal(mirrored.sample_transitions(8)["obs"].numpy(),
                                   plain.sample_transitions(8)["obs"].numpy())
+
+
+def _more_steps(replay, seed):
+    """The same steps for every replay given the same seed: new episodes on both streams (stream
+    0's lone first frame replaced by a second reset), then steps on both."""
+    rng = np.random.default_rng(seed)
+    frame = lambda: rng.integers(0, 256, (9, 4, 4), dtype=np.uint8)
+    replay.add_first(frame(), stream=0)
+    replay.add_first(frame(), stream=0)
+    replay.add_first(frame(), stream=1)
+    for t in range(30):
+        replay.add(rng.normal(size=2).astype(np.float32), float(t), frame(), False, t % 11 == 10, stream=t % 2)
+        if t % 11 == 10:
+            replay.add_first(frame(), stream=t % 2)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -607,7 +625,7 @@ def test_frames_on_device_follow_loads_and_whole_episodes(device):
     restored.load_state_dict(state)
     late = EpisodeReplay.from_state_dict(state)
     late.keep_frames_on(device)  # asked for after the data arrived: copied then
-    loaded = EpisodeReplay(capacity=120, frame_stack=3, seed=0)
+    loaded = EpisodeReplay(capacity=120, frame_stack=3, num_streams=2, seed=0)
     loaded.keep_frames_on(device)  # whole episodes (datasets) go to the device copy too
     for serial in plain.episode_ids:
         ep = plain.get_episode(serial)
@@ -617,10 +635,32 @@ def test_frames_on_device_follow_loads_and_whole_episodes(device):
                          (late, EpisodeReplay.from_state_dict(state)),
                          (loaded, EpisodeReplay.from_state_dict(loaded.state_dict()))):
         assert replay.frames_on_device is not None
+        for r in (replay, twin):
+            _more_steps(r, seed=5)  # writes after the load must reach the device copy
         want = twin.sample_transitions(64, n_step=3, device=device)
         got = replay.sample_transitions(64, n_step=3, device=device)
         for key in ("obs", "next_obs", "reward"):
             torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_frames_on_device_dict_fields_of_any_stack_and_dtype(device):
+    """Pixels (stack 3, uint8), a float64 state (stored float32, stack 1) and a scalar field."""
+    replays = [EpisodeReplay(capacity=80, frame_stack={"pixels": 3}, seed=0) for _ in range(2)]
+    replays[1].keep_frames_on(device)
+    for replay in replays:
+        rng = np.random.default_rng(4)
+        obs = lambda t: {"pixels": rng.integers(0, 256, (6, 2, 2), dtype=np.uint8),
+                         "state": rng.normal(size=3), "t": np.int64(t)}
+        replay.add_first(obs(0))
+        for t in range(1, 60):
+            replay.add(np.zeros(1, np.float32), 1.0, obs(t), False, t % 13 == 0)
+            if t % 13 == 0:
+                replay.add_first(obs(0))
+    want, got = (r.sample_transitions(32, n_step=2, device=device) for r in replays)
+    for key in ("pixels", "next_pixels", "state", "next_state", "t", "next_t"):
+        assert got[key].shape == want[key].shape and got[key].dtype == want[key].dtype, key
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
 
 
 def test_frames_over_the_device_budget_stay_on_the_host():
@@ -631,3 +671,7 @@ def test_frames_over_the_device_budget_stay_on_the_host():
               rng=np.random.default_rng(0))
     assert replay.frames_on_device is None
     assert replay.sample_transitions(4, device="cpu")["obs"].shape == (4, 9, 4, 4)
+    replay.keep_frames_on("cpu")  # no budget: copied
+    assert replay.frames_on_device == torch.device("cpu")
+    replay.keep_frames_on(None)  # dropped on request
+    assert replay.frames_on_device is None
