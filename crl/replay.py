@@ -16,8 +16,8 @@ Storage
   the single field ``"obs"``.
 * Frames keep their dtype (uint8 pixels stay uint8), except float64, which is stored as float32.
 * ``keep_frames_on(device)`` adds a copy of the frame arrays on a GPU, written with every frame;
-  n-step transition batches sampled for that device then gather their frame stacks there (the
-  host arrays stay the store of record).
+  batches sampled for that device then gather their observations there (the host arrays stay the
+  store of record).
 * Stacks are rebuilt from positions ``max(p - k + 1 + i, 0)``, i = 0..k-1, inside one episode:
   they never cross an episode boundary, and the first k - 1 observations of an episode repeat its
   first frame, exactly as the environment's frame stack does at reset.
@@ -498,11 +498,11 @@ class EpisodeReplay:
     # ---- frames on the training device -----------------------------------------------------
 
     def keep_frames_on(self, device: Any, max_bytes: int | None = None) -> None:
-        """Also hold every stored frame on ``device`` (a GPU), so that transition batches sampled
-        for that device gather their observations there: no gather on the host and no host-to-device
+        """Also hold every stored frame on ``device`` (a GPU), so that batches sampled for that
+        device (every kind) gather their observations there: no gather on the host and no host-to-device
         copy of each batch's frames, which on an H200 took as long as DrQ-v2's whole update
         (BENCHMARKS.md, "Where the training loop's time goes"). The host arrays remain the store of
-        record (checkpoints, episodes, the other samplers). With ``max_bytes``, frames that would
+        record (checkpoints, episodes, batches for other devices). With ``max_bytes``, frames that would
         need more on the device (or that it has no memory for) stay on the host only, with a
         warning. ``None`` drops the device copy."""
         self._frames_device = None if device is None else _same_device(device)
@@ -563,10 +563,10 @@ class EpisodeReplay:
         out = np.take(frames, self._slots(rows, stack_positions(pos, k)), axis=0)
         return out.reshape(np.shape(pos) + (k * frames.shape[1],) + frames.shape[2:])
 
-    def _obs_on_device(self, name: str, rows: np.ndarray, pos: np.ndarray) -> torch.Tensor:
+    def _obs_on_device(self, name: str, rows: np.ndarray, pos: np.ndarray, stacked: bool = True) -> torch.Tensor:
         """``_obs_at`` from the device copy of the frames (a tensor there)."""
         frames = self._device_frames[name]
-        k = self._stack[name]
+        k = self._stack[name] if stacked else 1
         slots = self._slots(rows, stack_positions(pos, k) if k > 1 else pos)
         out = frames.index_select(0, torch.from_numpy(slots.reshape(-1)).to(frames.device))
         if k == 1:
@@ -674,7 +674,8 @@ class EpisodeReplay:
         obs_pos = t[:, None] + np.arange(length + 1)
         step_pos = t[:, None] + np.arange(length)
         step_mask = step_pos - t[:, None] < m
-        batch = {n: self._obs_at(n, rows, np.minimum(obs_pos, ep_len), stacked) for n in self._select(fields)}
+        obs_at = self._obs_on_device if self._gathers_on(device) else self._obs_at
+        batch = {n: obs_at(n, rows, np.minimum(obs_pos, ep_len), stacked) for n in self._select(fields)}
         clipped = np.minimum(step_pos, ep_len - 1)
         for name in self._steps:
             values = self._step_at(name, rows, clipped)
@@ -720,15 +721,16 @@ class EpisodeReplay:
             goal_pos = np.where(is_random, r_pos, goal_pos)
             offset = np.where(is_random, -1, offset)
         batch = {}
+        obs_at = self._obs_on_device if self._gathers_on(device) else self._obs_at
         for name in self._select(fields):
-            batch[name] = self._obs_at(name, rows, i)
-            batch["next_" + name] = self._obs_at(name, rows, i + 1)
+            batch[name] = obs_at(name, rows, i)
+            batch["next_" + name] = obs_at(name, rows, i + 1)
         batch["action"] = self._step_at("action", rows, i)
         batch["reward"] = self._step_at("reward", rows, i).astype(np.float32)
         batch["terminated"] = self._step_at("terminated", rows, i).astype(np.float32)
         for name in self._extra_names():
             batch[name] = self._step_at(name, rows, i)
-        batch["goal"] = self._obs_at(goal_field, goal_rows, goal_pos)
+        batch["goal"] = obs_at(goal_field, goal_rows, goal_pos)
         batch["goal_offset"] = offset.astype(np.int64)
         return self._finish(batch, rows, i, return_index, device)
 

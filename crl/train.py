@@ -55,7 +55,7 @@ class RunConfig:
     eval_every_updates: int = 10_000  # offline runs
     device: str = "auto"
     # "auto": a copy of the replay's frames on a CUDA device, where they take at most half of its
-    # free memory and the agent samples transitions (batches then skip the host-to-device copy)
+    # free memory (batches are then gathered there, not on the host and copied)
     replay_on_device: str = "auto"  # "auto", "yes", "no"
 
     def __post_init__(self):
@@ -99,15 +99,13 @@ def check_run_values(run: RunConfig) -> None:
 REPLAY_ON_DEVICE = ("auto", "yes", "no")
 
 
-def keep_replay_frames_on_device(replay: EpisodeReplay, setting: str, device: torch.device, batch_kind: str) -> None:
-    """The run's `replay_on_device` for agents that sample n-step transitions (the batches that
-    gather on the device): "yes" keeps a copy of the frames on a non-CPU `device`; "auto" on a
-    CUDA device, within half of its free memory; otherwise (and for other batch kinds) none."""
-    usable = setting != "no" and device.type != "cpu" and batch_kind == "transitions"
+def keep_replay_frames_on_device(replay: EpisodeReplay, setting: str, device: torch.device) -> None:
+    """The run's `replay_on_device`: "yes" keeps a copy of the replay's frames on a non-CPU
+    `device`; "auto" on a CUDA device, where they take at most half of its free memory."""
     replay.keep_frames_on(None)  # drops an earlier copy, whose memory then counts as free below
-    if usable and setting == "yes":
+    if setting == "yes" and device.type != "cpu":
         replay.keep_frames_on(device)
-    elif usable and device.type == "cuda":  # torch's cache holds freed blocks: free to us, not to the driver
+    elif setting == "auto" and device.type == "cuda":  # torch's cache holds freed blocks: free to us
         free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         replay.keep_frames_on(device, max_bytes=free // 2)
 
@@ -380,7 +378,7 @@ class OnlineTrainer:
         stack = frame_stack_of(self.eval_env)
         self.replay = EpisodeReplay(run.replay_capacity, frame_stack=stack, num_streams=run.num_envs,
                                     seed=run.seed)
-        keep_replay_frames_on_device(self.replay, run.replay_on_device, self.device, self.agent.batch_kind)
+        keep_replay_frames_on_device(self.replay, run.replay_on_device, self.device)
         self.counters = {"frames": 0, "agent_steps": 0, "updates": 0}
         self.rng = np.random.default_rng(run.seed)
         self.env.action_space.seed(run.seed)
@@ -862,7 +860,7 @@ def train_offline(agent_name: str, run: RunConfig, agent_config, replay: Episode
         eval_env = envs.make(run.env, **env_options(run, training=False))
     with contextlib.closing(eval_env):  # also when building or restoring the agent fails
         agent = make_agent(agent_name, eval_env, agent_config, device, offline=True)
-        keep_replay_frames_on_device(replay, run.replay_on_device, device, agent.batch_kind)
+        keep_replay_frames_on_device(replay, run.replay_on_device, device)
         manager = CheckpointManager(run_dir / "checkpoints", keep=run.keep_checkpoints)
         counters = {"frames": 0, "agent_steps": 0, "updates": 0}
         payload = manager.load_latest() if manager.latest() is not None else None

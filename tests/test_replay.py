@@ -645,7 +645,8 @@ def test_frames_on_device_follow_loads_and_whole_episodes(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_frames_on_device_dict_fields_of_any_stack_and_dtype(device):
-    """Pixels (stack 3, uint8), a float64 state (stored float32, stack 1) and a scalar field."""
+    """Pixels (stack 3, uint8), a float64 state (stored float32, stack 1) and a scalar field, in
+    batches of every kind."""
     replays = [EpisodeReplay(capacity=80, frame_stack={"pixels": 3}, seed=0) for _ in range(2)]
     replays[1].keep_frames_on(device)
     for replay in replays:
@@ -657,10 +658,23 @@ def test_frames_on_device_dict_fields_of_any_stack_and_dtype(device):
             replay.add(np.zeros(1, np.float32), 1.0, obs(t), False, t % 13 == 0)
             if t % 13 == 0:
                 replay.add_first(obs(0))
-    want, got = (r.sample_transitions(32, n_step=2, device=device) for r in replays)
-    for key in ("pixels", "next_pixels", "state", "next_state", "t", "next_t"):
-        assert got[key].shape == want[key].shape and got[key].dtype == want[key].dtype, key
-        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+    fields = ("pixels", "state", "t")
+    samplers = {  # every batch kind gathers its observations on the device
+        "transitions": (lambda r: r.sample_transitions(32, n_step=2, device=device), fields),
+        "sequences": (lambda r: r.sample_sequences(8, 5, device=device), fields),
+        "unstacked sequences": (lambda r: r.sample_sequences(8, 5, stacked=False, device=device), fields),
+        "goals": (lambda r: r.sample_goals(32, goal_field="pixels", random_goal_prob=0.5, device=device),
+                  fields + ("goal",)),
+    }
+    def no_host_gather(*args):
+        raise AssertionError("gathered on the host")
+
+    replays[1]._obs_at = no_host_gather
+    for kind, (sample, names) in samplers.items():
+        want, got = sample(replays[0]), sample(replays[1])
+        for key in names + tuple("next_" + n for n in fields if "next_" + n in want):
+            assert got[key].shape == want[key].shape and got[key].dtype == want[key].dtype, (kind, key)
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=f"{kind} {key}")
 
 
 def test_frames_over_the_device_budget_stay_on_the_host():

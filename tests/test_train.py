@@ -631,18 +631,17 @@ def test_a_run_that_would_never_update_is_refused_before_it_starts(tmp_path, cap
 
 
 def test_replay_on_device_setting():
-    """`replay_on_device`: only for transition batches and never on the CPU; "yes" on any other
-    device; "auto" on CUDA (the meta device stands in for a GPU here)."""
+    """`replay_on_device`: never on the CPU; "yes" on any other device; "auto" on CUDA only (the
+    meta device stands in for a GPU here)."""
     from crl.replay import EpisodeReplay
 
-    def frames_on(setting, device, kind="transitions"):
+    def frames_on(setting, device):
         replay = EpisodeReplay(capacity=10, frame_stack=1)
-        train.keep_replay_frames_on_device(replay, setting, torch.device(device), kind)
+        train.keep_replay_frames_on_device(replay, setting, torch.device(device))
         replay.add_first(np.zeros((3, 2, 2), np.uint8))
         return replay.frames_on_device
 
     assert frames_on("yes", "meta") == torch.device("meta")
-    assert frames_on("yes", "meta", kind="goals") is None  # only transition batches gather there
     assert frames_on("auto", "meta") is None and frames_on("no", "meta") is None
     assert frames_on("yes", "cpu") is None and frames_on("auto", "cpu") is None
     with pytest.raises(train.ConfigError, match="replay_on_device"):
