@@ -498,13 +498,13 @@ class EpisodeReplay:
     # ---- frames on the training device -----------------------------------------------------
 
     def keep_frames_on(self, device: Any, max_bytes: int | None = None) -> None:
-        """Also hold every stored frame on ``device`` (a GPU), so that batches sampled for that
-        device (every kind) gather their observations there: no gather on the host and no host-to-device
-        copy of each batch's frames, which on an H200 took as long as DrQ-v2's whole update
-        (BENCHMARKS.md, "Where the training loop's time goes"). The host arrays remain the store of
-        record (checkpoints, episodes, batches for other devices). With ``max_bytes``, frames that would
-        need more on the device (or that it has no memory for) stay on the host only, with a
-        warning. ``None`` drops the device copy."""
+        """Also hold every stored frame on ``device`` (a GPU), so that batches of every kind
+        sampled for that device gather their observations there: no gather on the host and no
+        host-to-device copy of each batch's frames, which on an H200 took as long as DrQ-v2's whole
+        update (BENCHMARKS.md, "Where the training loop's time goes"). The host arrays remain the
+        store of record (checkpoints, episodes, batches for other devices). With ``max_bytes``,
+        frames that would need more on the device (or that it has no memory for) stay on the host
+        only, with a warning. ``None`` drops the device copy."""
         self._frames_device = None if device is None else _same_device(device)
         self._frames_device_budget = max_bytes
         self._copy_frames_to_device(empty=False)

@@ -106,8 +106,8 @@ def keep_replay_frames_on_device(replay: EpisodeReplay, setting: str, device: to
     if setting == "yes" and device.type != "cpu":
         replay.keep_frames_on(device)
     elif setting == "auto" and device.type == "cuda":  # torch's cache holds freed blocks: free to us
-        free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        replay.keep_frames_on(device, max_bytes=free // 2)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        replay.keep_frames_on(device, max_bytes=(torch.cuda.mem_get_info(device)[0] + cached) // 2)
 
 
 def check_device_name(name: str) -> None:
