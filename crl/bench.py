@@ -47,8 +47,8 @@ experiments/reference/atari100k_random_human.csv.
 
 Running the full benchmark on a GPU (a paper-scale pixel run is many hours on a CPU):
 
-    make install                                   # .venv with the pinned dependencies
-    .venv/bin/python -c "import torch; print(torch.cuda.is_available())"   # True: a CUDA build of torch
+    make install CUDA=1                            # .venv with the pinned dependencies, CUDA torch
+    .venv/bin/python -c "import torch; print(torch.cuda.is_available())"   # True: torch sees the GPU
     export MUJOCO_GL=egl                           # headless rendering (NVIDIA's EGL, else Mesa's)
     .venv/bin/crl bench dmc100k --agents drq,drqv2,curl,sac,sb3-sac --seeds 10 --out runs/bench/dmc100k
     .venv/bin/crl bench dmc500k --agents drq,drqv2,curl,sac,sb3-sac --seeds 10 --out runs/bench/dmc500k
