@@ -13,6 +13,7 @@ import io
 import math
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -495,8 +496,8 @@ def plot_curves(
                    label=str(name))
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    if title:
-        ax.set_title(title)
+    if title:  # wrapped: a long title would run off the figure
+        ax.set_title(textwrap.fill(title, 60))
     ax.grid(alpha=0.3)
     if groups or reference:
         ax.legend(loc="best", fontsize="small")
