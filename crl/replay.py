@@ -554,23 +554,21 @@ class EpisodeReplay:
 
     # ---- gathering -------------------------------------------------------------------------
 
-    def _obs_at(self, name: str, rows: np.ndarray, pos: np.ndarray, stacked: bool = True) -> np.ndarray:
-        """Observation field ``name`` at episode positions ``pos`` (shape rows.shape + P)."""
-        frames = self._frames[name]
-        k = self._stack[name] if stacked else 1
-        if k == 1:
-            return np.take(frames, self._slots(rows, pos), axis=0)
-        out = np.take(frames, self._slots(rows, stack_positions(pos, k)), axis=0)
-        return out.reshape(np.shape(pos) + (k * frames.shape[1],) + frames.shape[2:])
-
-    def _obs_on_device(self, name: str, rows: np.ndarray, pos: np.ndarray, stacked: bool = True) -> torch.Tensor:
-        """``_obs_at`` from the device copy of the frames (a tensor there)."""
-        frames = self._device_frames[name]
+    def _obs_at(self, name: str, rows: np.ndarray, pos: np.ndarray, stacked: bool = True,
+                on_device: bool = False) -> Any:
+        """Observation field ``name`` at episode positions ``pos`` (shape rows.shape + P): a numpy
+        array, or with ``on_device`` a tensor gathered from the device copy of the frames."""
         k = self._stack[name] if stacked else 1
         slots = self._slots(rows, stack_positions(pos, k) if k > 1 else pos)
-        out = frames.index_select(0, torch.from_numpy(slots.reshape(-1)).to(frames.device))
+        if on_device:
+            frames = self._device_frames[name]
+            index = torch.from_numpy(slots.reshape(-1)).to(frames.device)
+            out = frames.index_select(0, index).reshape(slots.shape + tuple(frames.shape[1:]))
+        else:
+            frames = self._frames[name]
+            out = np.take(frames, slots, axis=0)
         if k == 1:
-            return out.reshape(np.shape(pos) + tuple(frames.shape[1:]))
+            return out
         return out.reshape(np.shape(pos) + (k * frames.shape[1],) + tuple(frames.shape[2:]))
 
     def _step_at(self, name: str, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -596,10 +594,9 @@ class EpisodeReplay:
         rewards = np.where(valid, self._step_at("reward", rows, window), 0.0)
         terminated = np.any(valid & self._step_at("terminated", rows, window), axis=1)
         batch = {}
-        obs_at = self._obs_on_device if on_device else self._obs_at
         for name in self._select(fields):
-            batch[name] = obs_at(name, rows, t)
-            batch["next_" + name] = obs_at(name, rows, t + m)
+            batch[name] = self._obs_at(name, rows, t, on_device=on_device)
+            batch["next_" + name] = self._obs_at(name, rows, t + m, on_device=on_device)
         batch["action"] = self._step_at("action", rows, t)
         batch["reward"] = (rewards @ (float(gamma) ** k)).astype(np.float32)
         batch["discount"] = (float(gamma) ** m * ~terminated).astype(np.float32)
@@ -674,8 +671,8 @@ class EpisodeReplay:
         obs_pos = t[:, None] + np.arange(length + 1)
         step_pos = t[:, None] + np.arange(length)
         step_mask = step_pos - t[:, None] < m
-        obs_at = self._obs_on_device if self._gathers_on(device) else self._obs_at
-        batch = {n: obs_at(n, rows, np.minimum(obs_pos, ep_len), stacked) for n in self._select(fields)}
+        on_device = self._gathers_on(device)
+        batch = {n: self._obs_at(n, rows, np.minimum(obs_pos, ep_len), stacked, on_device) for n in self._select(fields)}
         clipped = np.minimum(step_pos, ep_len - 1)
         for name in self._steps:
             values = self._step_at(name, rows, clipped)
@@ -721,16 +718,16 @@ class EpisodeReplay:
             goal_pos = np.where(is_random, r_pos, goal_pos)
             offset = np.where(is_random, -1, offset)
         batch = {}
-        obs_at = self._obs_on_device if self._gathers_on(device) else self._obs_at
+        on_device = self._gathers_on(device)
         for name in self._select(fields):
-            batch[name] = obs_at(name, rows, i)
-            batch["next_" + name] = obs_at(name, rows, i + 1)
+            batch[name] = self._obs_at(name, rows, i, on_device=on_device)
+            batch["next_" + name] = self._obs_at(name, rows, i + 1, on_device=on_device)
         batch["action"] = self._step_at("action", rows, i)
         batch["reward"] = self._step_at("reward", rows, i).astype(np.float32)
         batch["terminated"] = self._step_at("terminated", rows, i).astype(np.float32)
         for name in self._extra_names():
             batch[name] = self._step_at(name, rows, i)
-        batch["goal"] = obs_at(goal_field, goal_rows, goal_pos)
+        batch["goal"] = self._obs_at(goal_field, goal_rows, goal_pos, on_device=on_device)
         batch["goal_offset"] = offset.astype(np.int64)
         return self._finish(batch, rows, i, return_index, device)
 

@@ -594,10 +594,13 @@ def test_frames_on_device_give_the_host_batches(device):
             assert got[key].device == want[key].device and got[key].dtype == want[key].dtype, key
             torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
     # batches for another device (here: kept on the host) are gathered on the host as before
-    def no_device_gather(*args):
-        raise AssertionError("gathered on the device")
+    gather = mirrored._obs_at
 
-    mirrored._obs_on_device = no_device_gather
+    def no_device_gather(name, rows, pos, stacked=True, on_device=False):
+        assert not on_device, "gathered on the device"
+        return gather(name, rows, pos, stacked, on_device)
+
+    mirrored._obs_at = no_device_gather
     np.testing.assert_array_equal(mirrored.sample_transitions(8)["obs"].numpy(),
                                   plain.sample_transitions(8)["obs"].numpy())
 
@@ -666,8 +669,11 @@ def test_frames_on_device_dict_fields_of_any_stack_and_dtype(device):
         "goals": (lambda r: r.sample_goals(32, goal_field="pixels", random_goal_prob=0.5, device=device),
                   fields + ("goal",)),
     }
-    def no_host_gather(*args):
-        raise AssertionError("gathered on the host")
+    gather = replays[1]._obs_at
+
+    def no_host_gather(name, rows, pos, stacked=True, on_device=False):
+        assert on_device, "gathered on the host"
+        return gather(name, rows, pos, stacked, on_device)
 
     replays[1]._obs_at = no_host_gather
     for kind, (sample, names) in samplers.items():
