@@ -17,6 +17,7 @@ reports frames/s, updates/s and the share of the time spent in the updates.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 
@@ -48,28 +49,42 @@ def parse_case(text: str) -> tuple[str, str, str, int, str | None]:
     return parts[0], parts[1], parts[2], int(parts[3]), parts[4] if len(parts) == 5 else None
 
 
-def measure(agent: str, preset: str, env_id: str, num_envs: int, precision: str | None,
-            seconds: float, extra: dict[str, str] | None = None) -> dict[str, float]:
+@contextlib.contextmanager
+def case_trainer(agent: str, preset: str, env_id: str, num_envs: int, precision: str | None,
+                 extra: dict[str, str] | None = None):
+    """The real training loop of a case (a 20k-frame replay, a temporary run directory)."""
     overrides = {"env": env_id, "seed": 0, "num_envs": num_envs, "replay_capacity": 20_000} | (extra or {})
     run, agent_config = train.build_configs(agent, preset, overrides | ({"precision": precision} if precision else {}))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = train.OnlineTrainer(agent, run, agent_config, tmp)
-        dtype = trainer.agent.encoder.compute_dtype
         try:
-            return timed_loop(trainer, seconds) | {"batch": agent_config.batch_size,
-                                                   "precision": str(dtype).removeprefix("torch.")}
+            yield trainer
         finally:
             trainer.close()
+
+
+def seed_phase(trainer: train.OnlineTrainer):
+    """Random seed steps until the replay holds a few batches (the preset's seed_frames may be
+    more); from then on the agent acts and learns. Returns the current observation."""
+    obs = trainer.begin()
+    while trainer.counters["agent_steps"] < 2 * trainer.agent_config.batch_size:
+        obs, _ = trainer.step(obs)
+    trainer.run.seed_frames = trainer.counters["frames"]
+    return obs
+
+
+def measure(agent: str, preset: str, env_id: str, num_envs: int, precision: str | None,
+            seconds: float, extra: dict[str, str] | None = None) -> dict[str, float]:
+    with case_trainer(agent, preset, env_id, num_envs, precision, extra) as trainer:
+        dtype = trainer.agent.encoder.compute_dtype
+        return timed_loop(trainer, seconds) | {"batch": trainer.agent_config.batch_size,
+                                               "precision": str(dtype).removeprefix("torch.")}
 
 
 def timed_loop(trainer: train.OnlineTrainer, seconds: float) -> dict[str, float]:
     """The loop of `OnlineTrainer.train` without its logging, evaluation and checkpoints."""
     counters = trainer.counters
-    obs = trainer.begin()
-    # random seed steps until the replay holds a few batches (the preset's seed_frames may be more)
-    while counters["agent_steps"] < 2 * trainer.agent_config.batch_size:
-        obs, _ = trainer.step(obs)
-    trainer.run.seed_frames = counters["frames"]  # from here on the agent acts and learns
+    obs = seed_phase(trainer)
 
     def loop(obs, duration: float):
         frames0, updates0, update_time = counters["frames"], counters["updates"], 0.0

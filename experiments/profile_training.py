@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 
 import torch
 
-from bench_training import parse_case
+from bench_training import case_trainer, parse_case, seed_phase
 from benchlib import machine_line
 from crl import train
 from crl.config import parse_assignments
@@ -40,22 +39,13 @@ def median_ms(fn, device: torch.device, reps: int) -> float:
 
 def profile_case(agent: str, preset: str, env_id: str, num_envs: int, precision: str | None,
                  reps: int, top: int, extra: dict[str, str]) -> None:
-    overrides = {"env": env_id, "seed": 0, "num_envs": num_envs, "replay_capacity": 20_000} | extra
-    run, agent_config = train.build_configs(agent, preset, overrides | ({"precision": precision} if precision else {}))
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = train.OnlineTrainer(agent, run, agent_config, tmp)
-        try:
-            report(trainer, f"{agent} {preset} {env_id} x{num_envs} {precision or ''}", reps, top)
-        finally:
-            trainer.close()
+    with case_trainer(agent, preset, env_id, num_envs, precision, extra) as trainer:
+        report(trainer, f"{agent} {preset} {env_id} x{num_envs} {precision or ''}", reps, top)
 
 
 def report(trainer: train.OnlineTrainer, label: str, reps: int, top: int) -> None:
     device, counters = trainer.device, trainer.counters
-    obs = trainer.begin()
-    while counters["agent_steps"] < 2 * trainer.agent_config.batch_size:
-        obs, _ = trainer.step(obs)
-    trainer.run.seed_frames = counters["frames"]
+    obs = seed_phase(trainer)
 
     def sample(to=device):
         return trainer.replay.sample(trainer.agent_config.batch_size, kind=trainer.agent.batch_kind,
