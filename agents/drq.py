@@ -82,7 +82,7 @@ PRESETS = {
     # 2 x 32 shifted observations in the critic and 2 x 32 in the target. Alone on a 2-core AMD
     # EPYC with bf16 convs: 987 at 56k frames (seed 0, 19 min) and 989 at 64k (seed 1, 22 min);
     # fp32 (Intel Xeon without AMX): 993 at 48k (seed 1, 26 min); Intel Xeon with AMX: 951 at 64k
-    # (seed 0, 15 min), seed 1 only past 64k: 744 at 72k (17 min), 982 at 80k (19 min), hence 80k
+    # (seed 0, 15 min), seed 1 only past 64k: 745 at 72k (17 min), 982 at 80k (19 min), hence 80k
     # frames (64k until 2026-12-04). Before ~40k frames it stays near a random policy's ~270
     # (163-399 at 8k-32k, BENCHMARKS.md). The replay holds the whole run at any action repeat >= 2.
     "cpu-smoke": dict(batch_size=32, hidden_dims=(256, 256), frames=80_000, seed_frames=4_000,

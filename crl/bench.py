@@ -58,9 +58,9 @@ Runs use the GPU through `device: auto` (or put `run: {device: cuda}` in a spec)
 time. Measured on an H200 (BENCHMARKS.md, "Where the training loop's time goes on a GPU"):
 DrQ-v2's loop at 260 frames/s alone with the replay's frames on the GPU (100k frames in about 6.5
 minutes plus evaluation); the update is bound by the CPU that launches it, so several processes
-(below) share one GPU well: 4 DrQ runs at once kept it 90% busy. The command can be stopped and started again at any time; split the work over machines
-or processes with --agents / --tasks (each (agent, task, seed) has its own directory; give each
-process its own agents or tasks), copy the run directories into one OUT and run
+(below) share one GPU well: 4 DrQ runs at once kept it 90% busy. The command can be stopped and
+started again at any time; split the work over machines or processes with --agents / --tasks
+(each (agent, task, seed) has its own directory; give each process its own agents or tasks), copy the run directories into one OUT and run
 `crl bench SPEC --out OUT --report-only` there. Check the set-up first with one short run:
 `crl bench dmc100k --agents sac --seeds 1 --tasks dmc:cartpole-swingup --frames 20000`.
 """
